@@ -1,0 +1,162 @@
+"""``python -m benchmark <command>``: run | list.
+
+Bad input (unknown plugin, preset or key, invalid value, missing data or weights) ends with exit status 2
+and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+EPILOG = """examples:
+  python -m benchmark run --objective dream --schedule wm          # embedded default: tiny, synthetic, CPU
+  python -m benchmark run --objective clip --steps 200 --tasks lp
+  python -m benchmark run --objective dream --preset L --data cc12m --recipe paper --set data.root=/data/cc12m
+  python -m benchmark list presets
+"""
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objective", default="dream", help="objective plugin (see `list objectives`)")
+    p.add_argument("--schedule", default=None, help="masking schedule (default: the objective's)")
+    p.add_argument("--preset", default="tiny", help="model size: tiny | B | L | H | G")
+    p.add_argument("--recipe", default="official", help="official (released scripts) | paper (paper text)")
+    p.add_argument("--data", default=None, help="synthetic | cc12m (default: the preset's)")
+    p.add_argument("--steps", type=int, default=None, help="total optimizer steps (schedules scale with it)")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks, or 'none' (default: lp)")
+    p.add_argument("--out", default=None, help="runs directory (default results/runs)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--force", action="store_true", help="start the run over even if a record exists")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override any config field (repeatable)")
+    p.add_argument("--include", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="import a plugin module or .py file first (stored in the config)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from benchmark import registry
+    from benchmark.config import build_config, parse_set
+
+    for inc in args.include:
+        registry.include(inc)
+    obj_cls = registry.objectives.get(args.objective)
+    if args.schedule is not None:
+        registry.schedules.get(args.schedule)
+    overrides: dict[str, object] = {}
+    if args.data is not None:
+        overrides["data.name"] = args.data
+    if args.steps is not None:
+        overrides["train.steps"] = str(args.steps)
+        if args.steps <= 0:
+            from benchmark.config import ConfigError
+
+            raise ConfigError(f"--steps must be a positive integer, got {args.steps}")
+    if args.tasks is not None:
+        overrides["tasks"] = "" if args.tasks == "none" else args.tasks
+    if args.out is not None:
+        overrides["out"] = args.out
+    if args.seed is not None:
+        overrides["seed"] = str(args.seed)
+    if args.include:
+        overrides["include"] = ",".join(args.include)
+    overrides.update(parse_set(args.sets))
+    defaults = dict(getattr(obj_cls, "defaults", {}))
+    cfg = build_config(args.objective, args.schedule, args.preset, args.recipe, overrides, defaults)
+    registry.schedules.get(cfg.schedule.name)
+    for t in cfg.tasks:
+        registry.tasks.get(t)
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.run import execute
+
+    cfg = config_from_args(args)
+    execute(cfg, resume=args.resume, force=args.force)
+    return 0
+
+
+def count_params(preset: str) -> dict[str, float]:
+    """Parameter counts on the meta device (no memory): backbone pieces and the CLIP text tower."""
+    import torch
+
+    from benchmark.config import build_config
+    from models.backbone import Backbone
+    from models.text import ClipHead
+    from models.tokenizer import token_shape
+
+    cfg = build_config("dream", preset=preset, objective_defaults={})
+    seq_len, token_dim = token_shape(cfg.model)
+    with torch.device("meta"):
+        bb = Backbone(cfg.model, seq_len, token_dim, with_decoder=True)
+        clip = ClipHead(cfg.objective, cfg.model.width)
+
+    def n(mods) -> int:
+        return sum(p.numel() for m in mods for p in (m.parameters() if hasattr(m, "parameters") else [m]))
+
+    enc = n([bb.z_proj, bb.buffer, bb.encoder_pos, bb.z_proj_ln, bb.encoder_blocks, bb.encoder_norm])
+    head = n([bb.head])
+    aligner = n([bb.text_proj, bb.text_pos, bb.text_proj_ln, bb.aligner_blocks])
+    total = n([bb])
+    return {"encoder": enc, "decoder": total - enc - head - aligner, "aligner": aligner, "head": head,
+            "backbone": total, "clip_text": n([clip.text]), "clip_proj": n([clip.image_proj])}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark import registry
+    from benchmark.config import PAPER_ENCODER_PARAMS, PAPER_PARAMS, PRESETS
+
+    what = args.what
+    kinds = {"objectives": registry.objectives, "schedules": registry.schedules, "tasks": registry.tasks}
+    for kind, reg in kinds.items():
+        if what in (None, kind):
+            print(f"{kind}:")
+            for name in reg.names():
+                obj = reg.get(name)
+                doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+                print(f"  {name:<10} {reg.origin(name):<34} {doc[:70]}")
+    if what in (None, "presets"):
+        print("presets (parameters on the meta device; backbone = encoder + decoder + text aligner + "
+              "diffusion head, without the frozen T5 and the CLIP text tower):")
+        for p in PRESETS:
+            c = count_params(p)
+            paper = f"paper {PAPER_PARAMS[p] / 1e6:,.0f}M" if p in PAPER_PARAMS else "paper —"
+            enc_paper = f" (paper {PAPER_ENCODER_PARAMS[p] / 1e6:.0f}M)" if p in PAPER_ENCODER_PARAMS else ""
+            print(f"  {p:<5} backbone {c['backbone'] / 1e6:8.1f}M  [{paper}]  encoder {c['encoder'] / 1e6:.1f}M"
+                  f"{enc_paper}  decoder {c['decoder'] / 1e6:.1f}M  aligner {c['aligner'] / 1e6:.1f}M  "
+                  f"head {c['head'] / 1e6:.1f}M  +clip text {c['clip_text'] / 1e6:.1f}M")
+    if what not in (None, "objectives", "schedules", "tasks", "presets"):
+        print(f"error: unknown list {what!r}; choose objectives, schedules, tasks or presets", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="train + evaluate one run", epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_args(p_run)
+    p_run.set_defaults(func=cmd_run)
+    p_list = sub.add_parser("list", help="objectives, schedules, tasks, presets (with origins)")
+    p_list.add_argument("what", nargs="?", default=None)
+    p_list.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmark.config import ConfigError
+    from benchmark.registry import UnknownPluginError
+    from benchmark.run import RunExistsError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, UnknownPluginError, RunExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

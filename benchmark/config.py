@@ -1,0 +1,418 @@
+"""Typed run configuration: dataclasses, presets, recipes, ``--set`` overrides and the run id.
+
+Every constant taken from the paper (arXiv 2603.02667) carries the paper's name in a comment.
+Resolution order (later wins): dataclass defaults (the `official` recipe, i.e. the released training
+scripts) -> objective defaults (Tables 18-21) -> recipe (`official` | `paper`) -> preset (model size)
+-> command-line flags -> ``--set section.field=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line that says what is valid."""
+
+
+@dataclass
+class ModelConfig:
+    tokenizer: str = "sd_vae"  # sd_vae (SD kl-f8-ft-EMA, §9.1) | pixel (embedded default stand-in)
+    image_size: int = 256  # §4.1: centre crop 256
+    patch_size: int = 2  # §9.1: 2x2 grouping of the 32x32x4 latent -> 256 tokens x 16 channels
+    vae_path: str = ""  # local diffusers AutoencoderKL folder; env DREAM_BENCH_VAE
+    vae_scale: float = 0.18215  # SD VAE latent scaling factor
+    width: int = 1024  # §9.3 hidden size (L)
+    depth: int = 32  # §9.3 total blocks; encoder = decoder = depth // 2
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    buffer_tokens: int = 64  # §9.2.1: 64 buffer tokens
+    dropout: float = 0.1  # attention/projection dropout of the released code
+    head_depth: int = 3  # diffusion MLP depth: official 3, paper "six-layer" (§3.1)
+    head_width: int = 1024  # official diffloss_w 1024; 0 = the transformer width (paper)
+    diffusion_batch_mul: int = 4  # §3.2: four noise levels per image
+    diffusion_steps: int = 1000  # §3.1: 1000 training steps
+    sample_steps: int = 100  # §3.1: 100 respaced steps at inference
+    noise_schedule: str = "cosine"  # §3.1 cosine (improved DDPM)
+    t5_path: str = ""  # local T5 encoder folder (official t5-large; paper T5-XXL); env DREAM_BENCH_T5
+    t5_dim: int = 1024  # t5-large 1024 (official) | T5-XXL 4096 (paper)
+    text_len: int = 128  # §3.1: SentencePiece, 128 tokens
+    aligner_depth: int = 6  # §3.1: 6-layer text aligner
+    null_text: str = "empty_caption"  # CFG null: official T5("") | learned (paper "null token")
+    text_pad_mask: bool = False  # official: no attention mask into T5 nor in cross-attention
+    grad_checkpoint: bool = False
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "dream"
+    clip_weight: float = 0.005  # λ, Table 21 "Weight on CLIP loss"
+    diff_weight: float = 1.0
+    gamma: float = 0.5  # γ, Table 21 "Minimum masking for diffusion loss" 50%
+    phi: float = 0.75  # ϕ, Table 21 "Maximum masking for CLIP loss" 75%
+    clip_layer: int = 0  # encoder block whose output feeds the CLIP loss; 0 = last (after norm), Table 16
+    clip_pool: str = "all"  # all | buffer | image (Table 15)
+    clip_filter: str = "official"  # official (asymmetric, released code) | symmetric (DESIGN §3)
+    image_proj: str = "mlp"  # mlp (official post_mlp_stablerep) | linear | none (paper: mean pool only)
+    proj_hidden: int = 1024  # ssl_mlp_dim
+    embed_dim: int = 256  # CLIP embedding size (official 256)
+    clip_context: int = 77  # §3.1: OpenAI CLIP tokenizer, 77 tokens
+    clip_text_width: int = 512
+    clip_text_layers: int = 12
+    clip_text_heads: int = 8
+    clip_text_act: str = "gelu"  # gelu (official) | quick_gelu (StableRep, paper recipe)
+    logit_scale_init: float = 2.659260036932778  # log(1/0.07)
+    logit_scale_max: float = 0.0  # 0 = no clamp (official); StableRep clamps to ln(100)=4.6052
+    repa_weight: float = 0.5  # Table 20 "Weight on REPA loss"
+    repa_layer: int = 8  # official block 8 (DINOv2-B); paper layer 6 (CLIP-L), Tables 7, 8
+    repa_teacher: str = "dinov2_b"  # dinov2_b | clip_l | tiny (random frozen stand-in)
+    repa_teacher_path: str = ""  # local weights file/folder; env DREAM_BENCH_REPA_TEACHER
+    repa_proj_dim: int = 2048
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "wm"
+    sigma: float = 0.45  # σ: official 0.45 (and ablations); paper main results 0.55 (§3.3)
+    low: float = 0.0  # Table 21 "Masking ratio (min)"
+    high: float = 1.0  # Table 21 "Masking ratio (max)"
+    mean: float = 1.0  # FX centre (§8.1, §9.4.4)
+    warmup_epochs: float = 36.0  # Table 21 "Masking warmup epochs"
+    warmup_start: float = 0.0
+    group_size: int = 64  # samples sharing one ratio: official = per-GPU batch 64; 1 = per sample
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 2048  # Tables 18-21
+    blr: float = 1e-4  # Tables 18-21 "Base learning rate"; lr = blr x batch / 256 (= 8e-4, §4.1)
+    lr: float = 0.0  # absolute lr; 0 = derived from blr
+    weight_decay: float = 0.02  # Tables 18-20: 0.02; Table 21 (DREAM): 0.04
+    beta1: float = 0.9  # Tables 18-21 "Momentum"
+    beta2: float = 0.95
+    warmup_epochs: float = 12.0  # Tables 18-21 "Warmup epochs"
+    epochs: float = 48.0  # official scripts 48; paper text 49
+    steps: int = 0  # total optimizer steps; 0 = epochs x n_train / batch (schedules scale with it)
+    grad_clip: float = 3.0  # Tables 18-21 "Gradient clip"
+    caption_dropout: float = 0.1  # Tables 18-21 "Label dropout" (caption dropout for CFG)
+    ema_decay: float = 0.9999  # §4.1
+    accum_steps: int = 1
+    amp: str = "bf16"  # bf16 | fp32 (autocast on CUDA only)
+    compile: bool = False
+    ckpt_every: int = 500  # steps between atomic checkpoints
+    log_every: int = 10
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads; 0 = torch default
+
+
+@dataclass
+class DataConfig:
+    name: str = "cc12m"  # cc12m | synthetic
+    root: str = ""  # CC12M webdataset shards; env DREAM_BENCH_DATA
+    n_train: int = 11_300_000  # §4.1: 11.3M pairs
+    n_eval: int = 2048
+    num_workers: int = 8
+    hflip: bool = True  # §4.1 horizontal flip
+
+
+@dataclass
+class EvalConfig:
+    use_ema: bool = True  # §4.1: evaluation uses the EMA weights
+    batch_size: int = 256
+    lp_mode: str = "fast"  # fast: probe on cached centre-crop features (the augmented mode: issue 4)
+    lp_pool: str = "all"  # all | buffer | image: which encoder tokens are mean-pooled
+    lp_epochs: int = 90  # Table 22
+    lp_blr: float = 0.1  # Table 22 (B 0.1, L/H 0.05, G 0.02)
+    lp_batch: int = 4096  # Table 22
+    lp_warmup_epochs: int = 10  # Table 22
+    imagenet_root: str = ""  # ImageFolder layout train/<wnid>/*, val/<wnid>/*; env DREAM_BENCH_IMAGENET
+    n_probe_train: int = 4096  # synthetic data only
+    n_probe_test: int = 2048
+    samples: int = 16  # images in the sample grid written after training (0 = none)
+    sample_steps: int = 64  # §3.4: 64 MAR decoding steps
+    cfg: float = 3.0
+    cfg_schedule: str = "linear"  # constant | linear (§9.5.2)
+    temperature: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    preset: str = "tiny"
+    recipe: str = "official"
+    seed: int = 0
+    tasks: list[str] = field(default_factory=lambda: ["lp"])
+    include: list[str] = field(default_factory=list)
+    out: str = "results/runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def lr(self) -> float:
+        t = self.train
+        return t.lr if t.lr > 0 else t.blr * t.batch_size / 256
+
+    @property
+    def encoder_depth(self) -> int:
+        return self.model.depth // 2
+
+
+SECTIONS = ("model", "objective", "schedule", "train", "data", "eval")
+TOP_LEVEL = ("preset", "recipe", "seed", "tasks", "include", "out")
+
+# Model sizes (§9.3; heads and G's MLP width as in the released constructors).
+PRESETS: dict[str, dict[str, Any]] = {
+    "B": {"model.width": 768, "model.depth": 24, "model.heads": 12},
+    "L": {"model.width": 1024, "model.depth": 32, "model.heads": 16},
+    "H": {"model.width": 1280, "model.depth": 40, "model.heads": 16},
+    "G": {"model.width": 1664, "model.depth": 48, "model.heads": 16, "model.mlp_ratio": 8192 / 1664},
+    # The embedded default: CPU, synthetic captioned shapes, pixel patches, tiny random text encoders.
+    # Epoch-based schedules keep the paper's proportions (12/48 lr warmup, 36/48 masking warmup).
+    "tiny": {
+        "model.tokenizer": "pixel", "model.image_size": 32, "model.patch_size": 4,
+        "model.width": 128, "model.depth": 8, "model.heads": 4, "model.buffer_tokens": 16,
+        "model.dropout": 0.0, "model.head_depth": 3, "model.head_width": 128,
+        "model.t5_dim": 64, "model.text_len": 32, "model.aligner_depth": 2,
+        "objective.proj_hidden": 256, "objective.embed_dim": 64, "objective.clip_context": 32,
+        "objective.clip_text_width": 64, "objective.clip_text_layers": 2, "objective.clip_text_heads": 2,
+        "objective.repa_teacher": "tiny", "objective.repa_layer": 2, "objective.repa_proj_dim": 256,
+        "schedule.group_size": 8,
+        "train.batch_size": 64, "train.blr": 1e-3, "train.epochs": 48, "train.ema_decay": 0.995,
+        "train.ckpt_every": 100, "train.log_every": 10, "train.amp": "fp32",
+        "data.name": "synthetic", "data.n_train": 32 * 64 * 48 // 48 * 6, "data.n_eval": 1024,
+        "data.num_workers": 0,
+        "eval.lp_epochs": 60, "eval.lp_blr": 0.1, "eval.lp_batch": 256, "eval.lp_warmup_epochs": 5,
+        "eval.batch_size": 256, "eval.samples": 16, "eval.sample_steps": 16, "eval.cfg": 3.0,
+    },
+}
+# Parameter counts the paper gives (§3.1, §9.3, Figs. 8-10): backbone + aligner + diffusion head,
+# without the frozen T5 and the CLIP text tower.
+PAPER_PARAMS = {"L": 570e6, "H": 1.1e9, "G": 2.4e9}
+PAPER_ENCODER_PARAMS = {"G": 921e6}
+
+RECIPES = ("official", "paper")
+
+
+def recipe_overrides(recipe: str, objective: str) -> dict[str, Any]:
+    """Where the paper text and the released code differ (anchors-models.md §3.13)."""
+    if recipe == "official":
+        return {}
+    if recipe != "paper":
+        raise ConfigError(f"unknown recipe {recipe!r}; valid choices: {', '.join(RECIPES)}")
+    over: dict[str, Any] = {
+        "train.epochs": 49,  # §4.1
+        "model.head_depth": 6,  # §3.1 "six-layer MLP diffusion head"
+        "model.head_width": 0,  # "matches the transformer's embedding dimension"
+        "model.t5_dim": 4096,  # T5-XXL
+        "model.null_text": "learned",  # §9.5.2 "null token"
+        "objective.image_proj": "none",  # mean-pooled features, no projection mentioned
+        "objective.clip_text_act": "quick_gelu",  # "following StableRep"
+        "objective.logit_scale_max": 4.6052,
+        "objective.clip_filter": "symmetric",
+        "objective.repa_teacher": "clip_l",  # §4.3: CLIP-L at layer 6
+        "objective.repa_layer": 6,
+        "schedule.group_size": 1,  # "samples that have > 50% masked"
+    }
+    if objective == "dream":
+        over["schedule.sigma"] = 0.55  # §3.3 main results
+    return over
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _convert(value: str, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            return int(float(value)) if "e" in value.lower() else int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return value
+        if origin is list:
+            return [v for v in value.split(",") if v] if value not in ("none", "") else []
+    except ValueError:
+        pass
+    raise ConfigError(f"{key}={value!r}: expected a value of type {getattr(typ, '__name__', typ)}")
+
+
+def set_value(cfg: RunConfig, key: str, value: Any) -> None:
+    """Set ``section.field`` (or a top-level field) from a string or a typed value."""
+    parts = key.split(".")
+    if len(parts) == 1:
+        target, name = cfg, parts[0]
+        valid = list(TOP_LEVEL)
+    elif len(parts) == 2 and parts[0] in SECTIONS:
+        target, name = getattr(cfg, parts[0]), parts[1]
+        valid = [f.name for f in fields(target)]
+    else:
+        close = difflib.get_close_matches(parts[0], SECTIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown config key {key!r}{hint}; sections: {', '.join(SECTIONS)}")
+    types = _field_types(type(target))
+    if name not in types or (target is cfg and name not in TOP_LEVEL):
+        close = difflib.get_close_matches(name, valid, n=3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        section = parts[0] + "." if len(parts) == 2 else ""
+        raise ConfigError(f"unknown config key {key!r}.{hint} Valid: {', '.join(section + v for v in valid)}")
+    if isinstance(value, str):
+        value = _convert(value, types[name], key)
+    elif types[name] is float and isinstance(value, int):
+        value = float(value)
+    setattr(target, name, value)
+
+
+def apply(cfg: RunConfig, overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        set_value(cfg, key, value)
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.field=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks with one-line messages. Plugin names are checked by the registries."""
+    m, o, s, t, d, e = cfg.model, cfg.objective, cfg.schedule, cfg.train, cfg.data, cfg.eval
+
+    def check(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    def choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+        check(value in valid, f"{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+    check(cfg.preset in PRESETS, f"unknown preset {cfg.preset!r}; valid choices: {', '.join(PRESETS)}")
+    choice("recipe", cfg.recipe, RECIPES)
+    choice("model.tokenizer", m.tokenizer, ("sd_vae", "pixel"))
+    choice("model.noise_schedule", m.noise_schedule, ("cosine", "linear"))
+    choice("model.null_text", m.null_text, ("empty_caption", "learned"))
+    choice("objective.clip_pool", o.clip_pool, ("all", "buffer", "image"))
+    choice("objective.clip_filter", o.clip_filter, ("official", "symmetric"))
+    choice("objective.image_proj", o.image_proj, ("mlp", "linear", "none"))
+    choice("objective.clip_text_act", o.clip_text_act, ("gelu", "quick_gelu"))
+    choice("objective.repa_teacher", o.repa_teacher, ("dinov2_b", "clip_l", "tiny"))
+    choice("train.amp", t.amp, ("bf16", "fp32"))
+    choice("train.device", t.device, ("auto", "cpu", "cuda"))
+    choice("data.name", d.name, ("cc12m", "synthetic"))
+    choice("eval.lp_mode", e.lp_mode, ("fast",))
+    choice("eval.lp_pool", e.lp_pool, ("all", "buffer", "image"))
+    choice("eval.cfg_schedule", e.cfg_schedule, ("constant", "linear"))
+    check(m.depth >= 2 and m.depth % 2 == 0, f"model.depth must be an even number >= 2, got {m.depth}")
+    check(m.width % m.heads == 0, f"model.width ({m.width}) must be divisible by model.heads ({m.heads})")
+    check(m.image_size % m.patch_size == 0, "model.image_size must be divisible by model.patch_size")
+    check(m.buffer_tokens >= 0, f"model.buffer_tokens must be >= 0, got {m.buffer_tokens}")
+    check(m.diffusion_batch_mul >= 1, "model.diffusion_batch_mul must be >= 1")
+    check(0 <= o.gamma <= 1, f"objective.gamma must be in [0, 1], got {o.gamma}")
+    check(0 <= o.phi <= 1, f"objective.phi must be in [0, 1], got {o.phi}")
+    check(o.clip_weight >= 0 and o.diff_weight >= 0, "loss weights must be >= 0")
+    check(0 <= o.clip_layer <= cfg.encoder_depth, f"objective.clip_layer must be in [0, {cfg.encoder_depth}]")
+    check(1 <= o.repa_layer <= cfg.encoder_depth, f"objective.repa_layer must be in [1, {cfg.encoder_depth}]")
+    check(s.sigma > 0, f"schedule.sigma must be > 0, got {s.sigma}")
+    check(0 <= s.low < s.high <= 1, f"schedule bounds need 0 <= low < high <= 1, got [{s.low}, {s.high}]")
+    check(s.warmup_epochs >= 0 and s.warmup_start >= 0, "schedule warmup epochs must be >= 0")
+    check(s.group_size >= 1, f"schedule.group_size must be >= 1, got {s.group_size}")
+    check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    check(t.steps >= 0, f"--steps must be a positive integer, got {t.steps}")
+    check(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
+    check(t.accum_steps >= 1 and t.batch_size % t.accum_steps == 0,
+          "train.accum_steps must divide train.batch_size")
+    check(0 <= t.caption_dropout < 1, "train.caption_dropout must be in [0, 1)")
+    check(0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)")
+    check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
+    check(d.n_train >= t.batch_size, f"data.n_train ({d.n_train}) must be >= train.batch_size")
+
+
+def build_config(
+    objective: str = "dream",
+    schedule: str | None = None,
+    preset: str = "tiny",
+    recipe: str = "official",
+    overrides: dict[str, Any] | None = None,
+    objective_defaults: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve a full config. ``objective_defaults`` come from the objective plugin (Tables 18-21)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESETS)}")
+    cfg = RunConfig(preset=preset, recipe=recipe)
+    cfg.objective.name = objective
+    apply(cfg, objective_defaults or {})
+    apply(cfg, recipe_overrides(recipe, objective))
+    apply(cfg, PRESETS[preset])
+    if schedule:
+        cfg.schedule.name = schedule
+    apply(cfg, overrides or {})
+    validate(cfg)
+    return cfg
+
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    cfg = RunConfig()
+    for k in TOP_LEVEL:
+        if k in d:
+            setattr(cfg, k, d[k])
+    for sec in SECTIONS:
+        target = getattr(cfg, sec)
+        for k, v in d.get(sec, {}).items():
+            if hasattr(target, k):
+                setattr(target, k, v)
+    return cfg
+
+
+# Fields that do not change results: excluded from the run id so reruns and requeues share it.
+NON_SEMANTIC = {
+    "out", "include", "eval.imagenet_root", "model.vae_path", "model.t5_path", "objective.repa_teacher_path", "data.root",
+    "data.num_workers", "train.ckpt_every", "train.log_every", "train.device", "train.threads",
+    "train.compile", "eval.batch_size", "model.grad_checkpoint",
+}
+
+
+def config_hash(cfg: RunConfig) -> str:
+    d = cfg.to_dict()
+    for key in NON_SEMANTIC:
+        parts = key.split(".")
+        if len(parts) == 1:
+            d.pop(key, None)
+        else:
+            d[parts[0]].pop(parts[1], None)
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_id(cfg: RunConfig) -> str:
+    return (
+        f"{cfg.objective.name}-{cfg.schedule.name}-{cfg.preset}-{cfg.data.name}-"
+        f"{config_hash(cfg)[:8]}-s{cfg.seed}"
+    )
+
+
+def replace(cfg: RunConfig, **kw: Any) -> RunConfig:
+    return dataclasses.replace(cfg, **kw)

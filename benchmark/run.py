@@ -1,0 +1,146 @@
+"""One run end to end: record -> train (or resume) -> EMA weights -> tasks -> sample grid -> summary."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from benchmark import registry
+from benchmark.config import RunConfig, from_dict, run_id
+from benchmark.records import RunRecord
+from benchmark.train import Components, build, train
+
+
+class RunExistsError(RuntimeError):
+    pass
+
+
+def plugin_info(cfg: RunConfig) -> dict:
+    return {
+        "objective": {"name": cfg.objective.name, "origin": registry.objectives.origin(cfg.objective.name)},
+        "schedule": {"name": cfg.schedule.name, "origin": registry.schedules.origin(cfg.schedule.name)},
+        "tasks": {t: registry.tasks.origin(t) for t in cfg.tasks},
+    }
+
+
+def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_after: int | None = None) -> Path:
+    """Train and evaluate the run; returns its directory. Completed runs are not redone (idempotent
+    sweeps) unless ``force``; an interrupted run continues only with ``resume``."""
+    for inc in cfg.include:
+        registry.include(inc)
+    rid = run_id(cfg)
+    run_dir = Path(cfg.out) / rid
+    rec_path = run_dir / "record.json"
+    if rec_path.exists() and not force:
+        old = RunRecord.load(rec_path)
+        if old.data.get("status") == "completed" and not resume:
+            print(f"run {rid} is already completed: {rec_path} (use --force to redo it)")
+            return run_dir
+        if (run_dir / "checkpoint.pt").exists() and not resume:
+            raise RunExistsError(f"run {rid} has a checkpoint in {run_dir}: pass --resume to continue it, "
+                                 f"or --force to start over")
+    if force and run_dir.exists():
+        for f in ("checkpoint.pt", "ema.pt", "record.json", "samples.png"):
+            (run_dir / f).unlink(missing_ok=True)
+    for t in cfg.tasks:
+        registry.tasks.get(t)  # fail on an unknown task before training, not after
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rec = RunRecord.create(run_dir, rid, cfg.to_dict(), plugin_info(cfg))
+    print(f"run {rid} -> {run_dir}")
+    try:
+        comps = train(cfg, run_dir, rec, resume=resume, stop_after=stop_after)
+        if stop_after is not None and rec.data["train"].get("loss_curve", [[0]])[-1][0] < rec.data["train"]["steps"]:
+            rec.data["status"] = "interrupted"
+            rec.save()
+            return run_dir
+        if cfg.eval.use_ema:
+            comps.model.load_state_dict(comps.ema_state)  # type: ignore[attr-defined]
+        evaluate(comps, cfg, rec, cfg.tasks)
+        if cfg.eval.samples > 0 and hasattr(comps.backbone, "head"):
+            t0 = time.time()
+            write_sample_grid(comps, cfg, run_dir / "samples.png")
+            rec.data["timings"]["samples_s"] = round(time.time() - t0, 2)
+        rec.finish("completed")
+    except BaseException as e:
+        last = traceback.format_exception_only(type(e), e)[-1].strip()
+        rec.finish("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted", error=last)
+        raise
+    print_summary(rec)
+    return run_dir
+
+
+def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list[str]) -> None:
+    for name in task_names:
+        task = registry.tasks.get(name)()
+        t0 = time.time()
+        metrics = task.run(comps, cfg)
+        rec.set_task(name, task.version, metrics, dict(task.higher_is_better), time.time() - t0, task.extra())
+
+
+def load_run(run_dir: Path, use_ema: bool = True) -> tuple[Components, RunConfig, RunRecord]:
+    """Rebuild a finished (or checkpointed) run from its directory, with EMA weights by default."""
+    rec = RunRecord.load(run_dir / "record.json")
+    cfg = from_dict(rec.data["config"])
+    comps = build(cfg)
+    path = run_dir / ("ema.pt" if use_ema else "checkpoint.pt")
+    if not path.exists():
+        raise FileNotFoundError(f"no {path.name} in {run_dir}: the run has not written a checkpoint yet")
+    state = torch.load(path, map_location=comps.device, weights_only=False)["model"]
+    comps.model.load_state_dict(state)
+    comps.model.eval()
+    return comps, cfg, rec
+
+
+def sample_prompts(cfg: RunConfig, n: int) -> list[str]:
+    if cfg.data.name == "synthetic":
+        from benchmark.data import SYNTHETIC_SPLITS
+        from benchmark.data.synthetic import caption, sample_scenes
+
+        return [caption(s) for s in sample_scenes(n, SYNTHETIC_SPLITS["probe_test"])]
+    base = ["a photo of a dog on the beach", "a red double-decker bus in london", "a bowl of fresh fruit",
+            "a snowy mountain at sunrise", "a cat sleeping on a sofa", "an aerial view of a city at night"]
+    return [base[i % len(base)] for i in range(n)]
+
+
+@torch.no_grad()
+def write_sample_grid(comps: Components, cfg: RunConfig, path: Path, prompts: list[str] | None = None) -> None:
+    from torchvision.utils import save_image
+
+    from models.sampler import sample_tokens
+
+    prompts = prompts or sample_prompts(cfg, cfg.eval.samples)
+    comps.model.eval()
+    t5, valid = comps.t5.encode(prompts) if comps.t5 is not None else (None, None)
+    conditional = comps.objective.name != "mar"
+    if not conditional:  # MAR is unconditional: every row gets the null condition, no guidance
+        t5 = comps.backbone.null_condition(comps.t5_null, len(prompts))
+    g = torch.Generator().manual_seed(cfg.seed)
+    e = cfg.eval
+    tokens = sample_tokens(comps.backbone, t5.to(comps.device), comps.t5_null, steps=e.sample_steps,
+                           cfg=e.cfg if conditional else 1.0, cfg_schedule=e.cfg_schedule,
+                           temperature=e.temperature, generator=g)
+    images = comps.tokenizer.decode(tokens)
+    nrow = max(1, int(len(prompts) ** 0.5))
+    save_image((images + 1) / 2, path, nrow=nrow, padding=1)
+    path.with_suffix(".txt").write_text("\n".join(prompts) + "\n")
+
+
+def print_summary(rec: RunRecord) -> None:
+    d = rec.data
+    curve = d["train"].get("loss_curve", [])
+    first, last = (curve[0][1], curve[-1][1]) if curve else ({}, {})
+    print(f"\n== {d['run_id']} ({d['status']}) ==")
+    print(f"objective={d['objective']} schedule={d['schedule']} preset={d['preset']} data={d['data']} "
+          f"recipe={d['recipe']} steps={d['train'].get('steps')}")
+    if curve:
+        keys = [k for k in ("total", "diff", "clip", "repa") if k in last]
+        print("loss: " + ", ".join(f"{k} {first[k]:.4f} -> {last[k]:.4f}" for k in keys))
+    for task, m in d["metrics"].items():
+        print(f"{task}: " + ", ".join(f"{k}={v:.2f}" for k, v in m.items()))
+    t = d["timings"]
+    print(f"time: train {t.get('train_s', 0):.0f}s ({t.get('images_per_s', 0):.0f} img/s), "
+          + ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in t.items() if k.endswith("_s") and k != "train_s"))
+    print(f"record: {rec.path}")

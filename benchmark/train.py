@@ -1,0 +1,308 @@
+"""THE training loop (one file, MAR/nanoGPT style): build -> resume -> steps -> atomic checkpoints.
+
+Per step: lr (linear warmup, then constant; Tables 18-21) -> batch (a pure function of the step) ->
+masking ratios from the schedule at fractional epoch ``progress`` -> objective losses -> AdamW step with
+gradient clipping -> EMA. Everything random is either drawn from step-seeded generators (data order,
+flips, masks, caption dropout) or from the global torch RNG whose state is checkpointed (dropout,
+diffusion t and noise), so an interrupted run resumed with ``--resume`` ends bit-identical on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark import registry
+from benchmark.config import RunConfig
+from benchmark.data import build_train_data, cache_root, step_generator
+from benchmark.records import RunRecord, atomic_torch_save
+from models.backbone import Backbone
+from models.tokenizer import build_tokenizer, token_shape
+from objectives.base import Masking
+from objectives.schedules import make_mask
+
+
+class DreamModel(nn.Module):
+    """Backbone + objective: the unit that DDP, the EMA and checkpoints wrap."""
+
+    def __init__(self, backbone: Backbone, objective: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.objective = backbone, objective
+
+    def forward(self, batch: dict[str, Any], mask: Masking, progress: float) -> dict[str, torch.Tensor]:
+        return self.objective.losses(batch, self.backbone, mask, progress)
+
+
+@dataclass
+class Components:
+    cfg: RunConfig
+    model: DreamModel
+    tokenizer: nn.Module
+    t5: nn.Module | None
+    t5_null: torch.Tensor | None  # T5("") [1, T, d]: the official CFG null condition
+    device: torch.device
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.model.backbone
+
+    @property
+    def objective(self) -> nn.Module:
+        return self.model.objective
+
+
+def pick_device(cfg: RunConfig) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_text_path(cfg: RunConfig) -> str:
+    """The embedded default builds (once) a tiny random T5 with a SentencePiece model trained on the
+    synthetic captions, saved in the real transformers format under the cache."""
+    if cfg.model.t5_path or cfg.data.name != "synthetic":
+        return cfg.model.t5_path
+    from benchmark.data.text_models import synthetic_text_dir
+
+    return str(synthetic_text_dir(cache_root()))
+
+
+def build_model(cfg: RunConfig) -> DreamModel:
+    obj_cls = registry.objectives.get(cfg.objective.name)
+    seq_len, token_dim = token_shape(cfg.model)
+    backbone = Backbone(cfg.model, seq_len, token_dim, with_decoder="decoder" in obj_cls.needs)
+    return DreamModel(backbone, obj_cls(cfg.objective, backbone))
+
+
+def build(cfg: RunConfig, device: torch.device | None = None) -> Components:
+    for inc in cfg.include:
+        registry.include(inc)
+    device = device or pick_device(cfg)
+    # Weights that may be missing are loaded first, so a bad path fails before minutes of model init.
+    tokenizer = build_tokenizer(cfg.model).to(device)
+    needs = registry.objectives.get(cfg.objective.name).needs
+    t5 = t5_null = None
+    if "t5" in needs:
+        from models.text import FrozenT5
+
+        t5 = FrozenT5(resolve_text_path(cfg), cfg.model.text_len, cfg.model.text_pad_mask).to(device)
+        if t5.dim != cfg.model.t5_dim:
+            from benchmark.config import ConfigError
+
+            raise ConfigError(f"model.t5_dim={cfg.model.t5_dim} but the T5 at {cfg.model.t5_path} has "
+                              f"d_model={t5.dim}; set --set model.t5_dim={t5.dim}")
+        t5_null = t5.encode([""])[0]
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    return Components(cfg, model, tokenizer, t5, t5_null, device)
+
+
+def prepare_batch(comps: Components, raw: dict[str, Any], step: int, micro: int = 0) -> dict[str, Any]:
+    """Images -> tokens, captions -> T5 features and CLIP token ids, caption dropout draws."""
+    cfg, dev = comps.cfg, comps.device
+    images = raw["images"].to(dev, non_blocking=True)
+    gen = step_generator(cfg.seed, step, 10 + micro)
+    batch: dict[str, Any] = {"images": images, "captions": raw["captions"]}
+    batch["tokens"] = comps.tokenizer.encode(images, generator=None)
+    needs = comps.objective.needs
+    if comps.t5 is not None:
+        t5, valid = comps.t5.encode(raw["captions"])
+        batch["t5"], batch["t5_valid"], batch["t5_null"] = t5.to(dev), valid.to(dev), comps.t5_null
+        drop = torch.rand(len(images), generator=gen) < cfg.train.caption_dropout
+        batch["caption_drop"] = drop.to(dev)
+    if "clip_text" in needs:
+        batch["clip_ids"] = comps.objective.clip.tokenizer(raw["captions"]).to(dev)
+    return batch
+
+
+def sample_masking(cfg: RunConfig, schedule, batch: int, seq_len: int, progress: float, step: int,
+                   micro: int, device: torch.device) -> Masking:
+    gen = step_generator(cfg.seed, step, 20 + micro)
+    gs = min(cfg.schedule.group_size, batch)
+    n_groups = math.ceil(batch / gs)
+    ratios = schedule.sample(n_groups, progress, gen)
+    mask, ratio, group = make_mask(ratios, gs, batch, seq_len, gen, device)
+    return Masking(mask, ratio, group, n_groups)
+
+
+class EMA:
+    """Exponential moving average of the parameters (§4.1: decay 0.9999), foreach-fused."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = dict(model.named_parameters())
+        self.shadow = [params[n].detach().clone() for n in self.names]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        cur = [params[n].detach() for n in self.names]
+        torch._foreach_mul_(self.shadow, self.decay)
+        torch._foreach_add_(self.shadow, cur, alpha=1 - self.decay)
+
+    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The model's state dict with EMA values in place of the parameters (what evaluation loads)."""
+        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for n, s in zip(self.names, self.shadow):
+            sd[n] = s.clone()
+        return sd
+
+    def load(self, shadow: list[torch.Tensor]) -> None:
+        for s, v in zip(self.shadow, shadow):
+            s.copy_(v)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No decay for 1-D tensors, biases and the diffusion head (MAR/DREAM ``add_weight_decay``)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(".bias") or ".head." in f".{name}":
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def total_steps(cfg: RunConfig) -> int:
+    if cfg.train.steps > 0:
+        return cfg.train.steps
+    return max(1, int(cfg.train.epochs * cfg.data.n_train // cfg.train.batch_size))
+
+
+def lr_at(cfg: RunConfig, progress: float) -> float:
+    """Linear warmup over ``warmup_epochs`` then constant (Tables 18-21 "LR schedule: Constant")."""
+    w = cfg.train.warmup_epochs
+    return cfg.lr * (min(1.0, progress / w) if w > 0 else 1.0)
+
+
+def autocast(cfg: RunConfig, device: torch.device):
+    if device.type == "cuda" and cfg.train.amp == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume: bool = False,
+          stop_after: int | None = None, comps: Components | None = None) -> Components:
+    """Train (or resume) the run in ``run_dir``. ``stop_after`` ends early after that many steps in this
+    process (tests use it to simulate a kill right after a checkpoint)."""
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    data = build_train_data(cfg)  # a missing data set fails first
+    comps = comps or build(cfg)
+    model, device = comps.model, comps.device
+    schedule = registry.schedules.get(cfg.schedule.name)(cfg.schedule)
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.lr,
+                            betas=(cfg.train.beta1, cfg.train.beta2), fused=fused)
+    ema = EMA(model, cfg.train.ema_decay)
+    total = total_steps(cfg)
+    start, curve, train_s = 0, [], 0.0
+    ckpt_path = run_dir / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        ema.load(ck["ema"])
+        start, curve, train_s = ck["step"], ck["loss_curve"], ck.get("train_s", 0.0)
+        torch.set_rng_state(ck["rng_cpu"])
+        if device.type == "cuda" and ck.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ck["rng_cuda"])
+        print(f"resumed from {ckpt_path} at step {start}/{total}")
+    if cfg.train.compile:
+        model.forward = torch.compile(model.forward)
+    model.train()
+    seq_len = model.backbone.seq_len
+    b, accum = cfg.train.batch_size, cfg.train.accum_steps
+    micro_b = b // accum
+    params = [p for p in model.parameters() if p.requires_grad]
+    window: dict[str, list[torch.Tensor]] = {}
+    t0, images_seen = time.time(), 0
+    bar = _progress(total, start)
+    for step in range(start, total):
+        progress = step / total * cfg.train.epochs  # fractional epochs of the (possibly shortened) run
+        lr = lr_at(cfg, progress)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        raw = data.batch(step, b)
+        for m in range(accum):
+            part = {k: v[m * micro_b:(m + 1) * micro_b] for k, v in raw.items()}
+            batch = prepare_batch(comps, part, step, m)
+            mask = sample_masking(cfg, schedule, micro_b, seq_len, progress, step, m, device)
+            with autocast(cfg, device):
+                out = model(batch, mask, progress)
+            (out["total"] / accum).backward()
+            for k, v in out.items():
+                window.setdefault(k, []).append(v.detach().float())
+            window.setdefault("mask_ratio", []).append(mask.masked_fraction.mean())
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        window.setdefault("grad_norm", []).append(grad_norm.detach().float())
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(model)
+        images_seen += b
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == total:
+            logs = {k: round(float(torch.stack(v).mean()), 6) for k, v in window.items()}  # one sync per N steps
+            logs["lr"] = lr
+            curve.append([done, logs])
+            window = {}
+            elapsed = train_s + time.time() - t0
+            bar.update(done, logs, images_seen / max(time.time() - t0, 1e-9), elapsed)
+            if not math.isfinite(logs["total"]):
+                raise FloatingPointError(f"non-finite loss at step {done}: {logs}")
+        if done % cfg.train.ckpt_every == 0 or done == total:
+            save_checkpoint(run_dir, model, opt, ema, done, curve, train_s + time.time() - t0, cfg, device)
+        if stop_after is not None and done - start >= stop_after:
+            break
+    bar.close()
+    train_s += time.time() - t0
+    if record is not None:
+        record.data["train"] = {
+            "steps": total, "epochs": cfg.train.epochs, "batch_size": b, "lr": cfg.lr,
+            "checkpoint": "checkpoint.pt", "ema": "ema.pt", "loss_curve": curve,
+        }
+        record.data["timings"]["train_s"] = round(train_s, 2)
+        record.data["timings"]["images_per_s"] = round(images_seen / max(time.time() - t0, 1e-9), 2)
+        record.save()
+    comps.ema_state = ema.state_dict(model)  # type: ignore[attr-defined]
+    return comps
+
+
+def save_checkpoint(run_dir: Path, model: nn.Module, opt, ema: EMA, step: int, curve: list, train_s: float,
+                    cfg: RunConfig, device: torch.device) -> None:
+    state = {
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step,
+        "loss_curve": curve, "train_s": train_s, "config": cfg.to_dict(), "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+    }
+    atomic_torch_save({"model": ema.state_dict(model), "step": step, "config": cfg.to_dict()}, run_dir / "ema.pt")
+    atomic_torch_save(state, run_dir / "checkpoint.pt")  # written last: it marks the resume point
+
+
+class _progress:
+    """A tqdm bar with loss and images/s (plain lines when tqdm is unavailable)."""
+
+    def __init__(self, total: int, start: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=2.0)
+        self.last = start
+
+    def update(self, done: int, logs: dict[str, float], ips: float, elapsed: float) -> None:
+        self.bar.update(done - self.last)
+        self.last = done
+        shown = {k: f"{v:.4g}" for k, v in logs.items() if k in ("total", "diff", "clip", "repa", "mask_ratio")}
+        self.bar.set_postfix(**shown, img_s=f"{ips:.1f}")
+
+    def close(self) -> None:
+        self.bar.close()

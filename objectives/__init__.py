@@ -1,0 +1,1 @@
+"""Objective plugins (one file each) and masking-schedule plugins (schedules.py)."""

@@ -1,0 +1,34 @@
+"""CLIP baseline (§4.3, §9.4.3, Table 18): the encoder trained with the contrastive loss only, no masking.
+CLIP-M (Table 5, Fig. 7) is ``--objective clip --schedule wm``: samples masked more than phi are
+excluded from the loss, as in DREAM."""
+
+from __future__ import annotations
+
+from benchmark.registry import register_objective
+from models.text import ClipHead
+from objectives.base import Objective, contrastive_loss
+
+
+@register_objective("clip")
+class CLIP(Objective):
+    needs = frozenset({"clip_text"})
+    defaults = {"schedule.name": "none", "train.weight_decay": 0.02, "objective.clip_weight": 1.0}
+
+    def __init__(self, cfg, backbone):
+        super().__init__(cfg, backbone)
+        self.clip = ClipHead(cfg, backbone.cfg.width)
+
+    def clip_loss(self, batch, enc, mask):
+        c = self.cfg
+        participate = mask.masked_fraction <= c.phi + 1e-9  # ϕ: maximum masking for the CLIP loss
+        if not bool(participate.any()):
+            return enc.tokens.new_zeros(())
+        image = self.clip.embed_image(enc.pool(c.clip_pool, c.clip_layer))
+        text = self.clip.embed_text(batch["clip_ids"])
+        return contrastive_loss(image, text, self.clip.scale(), participate, c.clip_filter)
+
+    def losses(self, batch, backbone, mask, progress):
+        layers = (self.cfg.clip_layer,) if self.cfg.clip_layer else ()
+        enc = backbone.encode(batch["tokens"], mask.mask, return_layers=layers)
+        clip = self.clip_loss(batch, enc, mask)
+        return {"total": self.cfg.clip_weight * clip, "clip": clip, "logit_scale": self.clip.logit_scale.detach()}

@@ -1,0 +1,19 @@
+"""MAR baseline (§4.3, Table 19), re-implemented without class conditioning: the decoder sees only the
+null condition (no caption), so it is an unconditional masked autoregressive model over latents."""
+
+from __future__ import annotations
+
+from benchmark.registry import register_objective
+from objectives.base import Objective, generative_loss
+from objectives.fluid import FX_MAR
+
+
+@register_objective("mar")
+class MAR(Objective):
+    needs = frozenset({"decoder", "t5"})  # T5 only for the empty-caption null condition
+    defaults = {**FX_MAR, "train.weight_decay": 0.02, "objective.gamma": 0.0}
+
+    def losses(self, batch, backbone, mask, progress):
+        enc = backbone.encode(batch["tokens"], mask.mask)
+        diff = generative_loss(backbone, batch, enc, mask, self.cfg.gamma, conditional=False)
+        return {"total": self.cfg.diff_weight * diff, "diff": diff}

@@ -1,0 +1,51 @@
+"""REPA baseline (Alg. 2, Table 20), adapted to masked modelling (§9.4.2): FLUID plus an alignment of
+the visible tokens at encoder layer ``repa_layer`` to a frozen teacher's patch features of the full image.
+
+L = L_diff + 0.5 * mean over visible tokens of (1 - cos(MLP(h_i), y_i)) (the released code's form;
+REPA's -cos differs by a constant).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.registry import register_objective
+from models.teacher import Teacher
+from objectives.base import Objective, generative_loss
+from objectives.fluid import FX_MAR
+
+
+@register_objective("repa")
+class REPA(Objective):
+    needs = frozenset({"decoder", "t5", "teacher"})
+    defaults = {**FX_MAR, "train.weight_decay": 0.02, "objective.gamma": 0.0}  # Table 20
+
+    def __init__(self, cfg, backbone):
+        super().__init__(cfg, backbone)
+        grid = int(backbone.seq_len**0.5)
+        image_size = backbone.cfg.image_size
+        # Kept out of the module tree: frozen, not checkpointed, not in the EMA or the optimizer.
+        self.__dict__["teacher"] = Teacher(cfg.repa_teacher, grid, image_size, cfg.repa_teacher_path)
+        d, h = backbone.cfg.width, cfg.repa_proj_dim
+        self.projector = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(),
+                                       nn.Linear(h, self.teacher.dim))
+
+    def align_loss(self, enc, images: torch.Tensor) -> torch.Tensor:
+        teacher = self.teacher.to(images.device)
+        target = teacher(images)  # [B, L, Dt], full image
+        h = enc.layers[self.cfg.repa_layer][:, enc.num_buffer:]  # visible tokens (padded) at the layer
+        valid = enc.valid[:, enc.num_buffer:]
+        if not bool(valid.any()):
+            return h.new_zeros(())
+        target = torch.gather(target, 1, enc.ids_keep.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+        cos = F.cosine_similarity(self.projector(h).float(), target.float(), dim=-1)
+        return ((1 - cos) * valid).sum() / valid.sum()
+
+    def losses(self, batch, backbone, mask, progress):
+        c = self.cfg
+        enc = backbone.encode(batch["tokens"], mask.mask, return_layers=(c.repa_layer,))
+        repa = self.align_loss(enc, batch["images"])
+        diff = generative_loss(backbone, batch, enc, mask, c.gamma)
+        return {"total": c.diff_weight * diff + c.repa_weight * repa, "diff": diff, "repa": repa}

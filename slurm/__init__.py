@@ -1,0 +1,1 @@
+"""Cluster launching (submitit executors, cluster profiles, sweep grids): see slurm/README.md."""

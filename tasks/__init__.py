@@ -1,0 +1,1 @@
+"""Evaluation task plugins (one file each); ``tasks.base`` holds the contract and shared helpers."""

@@ -1,0 +1,38 @@
+"""The task plugin contract and helpers shared by the tasks (feature extraction)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+
+class Task:
+    """``run(model, cfg) -> {metric: float}``. ``model`` is a ``benchmark.train.Components`` holding the
+    trained backbone + objective (EMA weights when ``eval.use_ema``), the tokenizer and text encoders.
+    Bump ``version`` whenever the protocol changes: tables refuse to mix versions."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    higher_is_better: ClassVar[dict[str, bool]] = {}
+    requires: ClassVar[tuple[str, ...]] = ()  # dataset keys; a missing one raises a clear error
+
+    def run(self, model: Any, cfg: Any) -> dict[str, float]:
+        raise NotImplementedError
+
+    def extra(self) -> dict[str, Any]:
+        """Extra facts stored beside the metrics in ``record["tasks"][name]`` (mode, sample counts)."""
+        return {}
+
+
+@torch.no_grad()
+def extract_features(model: Any, images: torch.Tensor, pool: str = "all", batch_size: int = 256) -> torch.Tensor:
+    """Mean-pooled encoder output (§3.4) for uint8 images [N, 3, H, W], no masking, eval mode."""
+    backbone, device = model.backbone, model.device
+    backbone.eval()
+    feats = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(device).float() / 127.5 - 1.0
+        tokens = model.tokenizer.encode(x)
+        feats.append(backbone.encode(tokens).pool(pool).float().cpu())
+    return torch.cat(feats)

@@ -1,0 +1,57 @@
+"""Config resolution, overrides, validation and the run id."""
+
+import pytest
+
+from benchmark import registry
+from benchmark.config import ConfigError, build_config, recipe_overrides, run_id
+
+
+def cfg_for(objective="dream", **kw):
+    return build_config(objective, objective_defaults=registry.objectives.get(objective).defaults, **kw)
+
+
+def test_objective_defaults_follow_the_paper_tables():
+    d = cfg_for("dream", preset="L")
+    assert (d.train.weight_decay, d.objective.clip_weight, d.objective.gamma, d.objective.phi) == (0.04, 0.005, 0.5, 0.75)
+    assert (d.schedule.name, d.schedule.sigma, d.schedule.low, d.schedule.high, d.schedule.warmup_epochs) == (
+        "wm", 0.45, 0.0, 1.0, 36.0)
+    assert d.lr == pytest.approx(8e-4)  # 1e-4 x 2048 / 256 (§4.1)
+    f = cfg_for("fluid", preset="L")
+    assert (f.schedule.name, f.schedule.sigma, f.schedule.low, f.train.weight_decay) == ("fx", 0.25, 0.7, 0.02)
+    assert cfg_for("clip", preset="L").schedule.name == "none"
+    assert cfg_for("repa", preset="L").objective.repa_weight == 0.5
+
+
+def test_recipe_paper_changes_the_documented_fields():
+    p = cfg_for("dream", preset="L", recipe="paper")
+    assert (p.schedule.sigma, p.model.head_depth, p.model.head_width, p.train.epochs) == (0.55, 6, 0, 49)
+    assert p.objective.image_proj == "none" and p.model.null_text == "learned"
+    assert "schedule.sigma" not in recipe_overrides("paper", "fluid")  # sigma 0.55 is DREAM's only
+
+
+def test_overrides_and_precedence():
+    c = cfg_for("dream", schedule="uni", overrides={"schedule.sigma": "0.55", "train.steps": "7", "tasks": "lp"})
+    assert c.schedule.name == "uni" and c.schedule.sigma == 0.55 and c.train.steps == 7 and c.tasks == ["lp"]
+    assert cfg_for("dream", overrides={"tasks": ""}).tasks == []
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("schedule.sigma", "-1", "schedule.sigma must be > 0"),
+    ("schedule.sigm", "1", "Did you mean sigma"),
+    ("train.steps", "abc", "expected a value of type int"),
+    ("model.null_text", "zero", "choose one of: empty_caption, learned"),
+    ("nosuch.x", "1", "sections:"),
+])
+def test_bad_values_give_one_clear_line(key, value, needle):
+    with pytest.raises(ConfigError) as e:
+        cfg_for("dream", overrides={key: value})
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_run_id_is_stable_and_semantic():
+    a, b = cfg_for("dream"), cfg_for("dream")
+    assert run_id(a) == run_id(b)
+    assert run_id(a).startswith("dream-wm-tiny-synthetic-") and run_id(a).endswith("-s0")
+    assert run_id(cfg_for("dream", overrides={"out": "/elsewhere", "train.log_every": "3"})) == run_id(a)
+    assert run_id(cfg_for("dream", overrides={"schedule.sigma": "0.55"})) != run_id(a)
+    assert run_id(cfg_for("dream", overrides={"seed": "1"})).endswith("-s1")

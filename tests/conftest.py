@@ -1,0 +1,31 @@
+"""Shared fixtures: an isolated cache (the tiny T5 is built once per session) and plugin autoload off."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    old = {k: os.environ.get(k) for k in ("DREAM_BENCH_CACHE", "TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE")}
+    os.environ.update({"DREAM_BENCH_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def small_overrides(**extra):
+    """A smaller-than-tiny model for fast loop tests (same code paths)."""
+    base = {"model.width": "64", "model.depth": "4", "model.heads": "2", "model.buffer_tokens": "4",
+            "model.head_width": "64", "model.head_depth": "2", "model.aligner_depth": "1",
+            "objective.proj_hidden": "64", "objective.embed_dim": "32", "train.batch_size": "16",
+            "data.n_train": "256", "eval.samples": "0", "schedule.group_size": "4"}
+    base.update({k: str(v) for k, v in extra.items()})
+    return base

@@ -1,0 +1,76 @@
+"""InfoNCE and the gamma/phi sample selection against direct per-sample loops."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from objectives.base import Masking, contrastive_loss, diffusion_rows
+
+
+def loop_infonce(img, txt, scale, participate, mode):
+    """Eq. 2 written sample by sample: -log softmax over the allowed candidates, averaged over P."""
+    n = len(img)
+    total, count = 0.0, 0
+    for i in range(n):
+        if not participate[i]:
+            continue
+        # image -> text: candidates are all texts (official) or the participating texts (symmetric)
+        cands = [k for k in range(n) if mode == "official" or participate[k]]
+        num = math.exp(scale * float(img[i] @ txt[i]))
+        den = sum(math.exp(scale * float(img[i] @ txt[k])) for k in cands)
+        l_i = -math.log(num / den)
+        # text -> image: candidates are the participating images
+        cands = [k for k in range(n) if participate[k]]
+        num = math.exp(scale * float(txt[i] @ img[i]))
+        den = sum(math.exp(scale * float(txt[i] @ img[k])) for k in cands)
+        l_t = -math.log(num / den)
+        total += (l_i + l_t) / 2
+        count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("mode", ["official", "symmetric"])
+def test_infonce_matches_loop(mode):
+    g = torch.Generator().manual_seed(0)
+    img = F.normalize(torch.randn(9, 16, generator=g, dtype=torch.float64), dim=-1)
+    txt = F.normalize(torch.randn(9, 16, generator=g, dtype=torch.float64), dim=-1)
+    participate = torch.tensor([1, 1, 0, 1, 0, 1, 1, 1, 0], dtype=torch.bool)
+    scale = torch.tensor(1 / 0.07)
+    ours = contrastive_loss(img, txt, scale, participate, mode).item()
+    assert ours == pytest.approx(loop_infonce(img, txt, 1 / 0.07, participate.tolist(), mode), rel=1e-5)
+
+
+def test_infonce_all_participate_is_clip_loss():
+    g = torch.Generator().manual_seed(1)
+    img = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    logits = 10.0 * img @ txt.t()
+    labels = torch.arange(6)
+    ref = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+    assert contrastive_loss(img, txt, torch.tensor(10.0)).item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_learnable_temperature_gets_gradient():
+    g = torch.Generator().manual_seed(2)
+    img = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    logit_scale = torch.tensor(math.log(1 / 0.07), requires_grad=True)
+    contrastive_loss(img, txt, logit_scale.exp()).backward()
+    assert logit_scale.grad is not None and logit_scale.grad.abs() > 0
+
+
+def test_gamma_selection_per_group():
+    # 3 groups of 2: masked fractions 0.25, 0.5, 0.75 -> gamma 0.5 keeps groups 1 and 2
+    mask = torch.zeros(6, 8, dtype=torch.bool)
+    mask[0:2, :2] = True
+    mask[2:4, :4] = True
+    mask[4:6, :6] = True
+    m = Masking(mask, torch.tensor([0.25, 0.25, 0.5, 0.5, 0.75, 0.75]), torch.tensor([0, 0, 1, 1, 2, 2]), 3)
+    rows = diffusion_rows(m, 0.5)
+    assert rows[:2].sum() == 0
+    assert torch.equal(rows[2:], mask[2:])  # only the masked tokens of the selected samples
+    assert diffusion_rows(m, 0.8).sum() == 0
+    # phi: the CLIP loss takes samples with masked fraction <= 0.75 (here all), <= 0.5 (first four)
+    assert (m.masked_fraction <= 0.5).tolist() == [True, True, True, True, False, False]
