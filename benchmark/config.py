@@ -39,7 +39,7 @@ class ModelConfig:
     diffusion_batch_mul: int = 4  # §3.2: four noise levels per image
     diffusion_steps: int = 1000  # §3.1: 1000 training steps
     sample_steps: int = 100  # §3.1: 100 respaced steps at inference
-    noise_schedule: str = "cosine"  # §3.1 cosine (improved DDPM)
+    noise_schedule: str = "cosine"  # §3.1 cosine (improved DDPM); x0 is clipped to [-1, 1] only for pixels
     t5_path: str = ""  # local T5 encoder folder (official t5-large; paper T5-XXL); env DREAM_BENCH_T5
     t5_dim: int = 1024  # t5-large 1024 (official) | T5-XXL 4096 (paper)
     text_len: int = 128  # §3.1: SentencePiece, 128 tokens
@@ -179,7 +179,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "H": {"model.width": 1280, "model.depth": 40, "model.heads": 16},
     "G": {"model.width": 1664, "model.depth": 48, "model.heads": 16, "model.mlp_ratio": 8192 / 1664},
     # The embedded default: CPU, synthetic captioned shapes, pixel patches, tiny random text encoders.
-    # Epoch-based schedules keep the paper's proportions (12/48 lr warmup, 36/48 masking warmup).
+    # 4 epochs of 9,600 scenes at batch 64 = 600 steps; the epoch-based schedules keep the paper's
+    # proportions: lr warmup 12/48 -> 1 of 4 epochs, masking warmup 36/48 -> 3 of 4 epochs.
     "tiny": {
         "model.tokenizer": "pixel", "model.image_size": 32, "model.patch_size": 4,
         "model.width": 128, "model.depth": 8, "model.heads": 4, "model.buffer_tokens": 16,
@@ -189,9 +190,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "objective.clip_text_width": 64, "objective.clip_text_layers": 2, "objective.clip_text_heads": 2,
         "objective.repa_teacher": "tiny", "objective.repa_layer": 2, "objective.repa_proj_dim": 256,
         "schedule.group_size": 8,
-        "train.batch_size": 64, "train.blr": 1e-3, "train.epochs": 48, "train.ema_decay": 0.995,
+        "schedule.warmup_epochs": 3.0,
+        "train.batch_size": 64, "train.blr": 1e-3, "train.epochs": 4, "train.warmup_epochs": 1.0,
+        "train.ema_decay": 0.995,
         "train.ckpt_every": 100, "train.log_every": 10, "train.amp": "fp32",
-        "data.name": "synthetic", "data.n_train": 32 * 64 * 48 // 48 * 6, "data.n_eval": 1024,
+        "data.name": "synthetic", "data.n_train": 9600, "data.n_eval": 1024,
         "data.num_workers": 0,
         "eval.lp_epochs": 60, "eval.lp_blr": 0.1, "eval.lp_batch": 256, "eval.lp_warmup_epochs": 5,
         "eval.batch_size": 256, "eval.samples": 16, "eval.sample_steps": 16, "eval.cfg": 3.0,

@@ -52,7 +52,7 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
     print(f"run {rid} -> {run_dir}")
     try:
         comps = train(cfg, run_dir, rec, resume=resume, stop_after=stop_after)
-        if stop_after is not None and rec.data["train"].get("loss_curve", [[0]])[-1][0] < rec.data["train"]["steps"]:
+        if not comps.finished:  # type: ignore[attr-defined]
             rec.data["status"] = "interrupted"
             rec.save()
             return run_dir
@@ -142,5 +142,5 @@ def print_summary(rec: RunRecord) -> None:
         print(f"{task}: " + ", ".join(f"{k}={v:.2f}" for k, v in m.items()))
     t = d["timings"]
     print(f"time: train {t.get('train_s', 0):.0f}s ({t.get('images_per_s', 0):.0f} img/s), "
-          + ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in t.items() if k.endswith("_s") and k != "train_s"))
+          + ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in t.items() if k.endswith("_s") and k not in ("train_s", "images_per_s")))
     print(f"record: {rec.path}")

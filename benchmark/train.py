@@ -228,6 +228,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     window: dict[str, list[torch.Tensor]] = {}
     t0, images_seen = time.time(), 0
     bar = _progress(total, start)
+    done = start
     for step in range(start, total):
         progress = step / total * cfg.train.epochs  # fractional epochs of the (possibly shortened) run
         lr = lr_at(cfg, progress)
@@ -272,9 +273,11 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
             "checkpoint": "checkpoint.pt", "ema": "ema.pt", "loss_curve": curve,
         }
         record.data["timings"]["train_s"] = round(train_s, 2)
-        record.data["timings"]["images_per_s"] = round(images_seen / max(time.time() - t0, 1e-9), 2)
+        if images_seen:
+            record.data["timings"]["images_per_s"] = round(images_seen / max(time.time() - t0, 1e-9), 2)
         record.save()
     comps.ema_state = ema.state_dict(model)  # type: ignore[attr-defined]
+    comps.finished = done >= total if total > start else True  # type: ignore[attr-defined]
     return comps
 
 

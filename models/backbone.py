@@ -19,6 +19,10 @@ from torch.utils.checkpoint import checkpoint
 from models.diffusion_head import DiffusionHead
 
 
+def _ln(dim: int, **kw) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=1e-6, **kw)  # MAR: LayerNorm eps 1e-6
+
+
 class CrossAttention(nn.Module):
     def __init__(self, dim: int, heads: int, drop: float = 0.0) -> None:
         super().__init__()
@@ -44,7 +48,7 @@ class CrossAttentionBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float, drop: float) -> None:
         super().__init__()
         self.block = Block(dim, heads, mlp_ratio, qkv_bias=True, proj_drop=drop, attn_drop=drop,
-                           norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6))
+                           norm_layer=_ln)
         self.norm_x = nn.LayerNorm(dim, eps=1e-6)
         self.cross = CrossAttention(dim, heads, drop)
 
@@ -57,7 +61,7 @@ class CrossAttentionBlock(nn.Module):
 
 def vit_block(dim: int, heads: int, mlp_ratio: float, drop: float) -> Block:
     return Block(dim, heads, mlp_ratio, qkv_bias=True, proj_drop=drop, attn_drop=drop,
-                 norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6))
+                 norm_layer=_ln)
 
 
 @dataclass
@@ -101,7 +105,8 @@ class Backbone(nn.Module):
         self.initialize_weights()
         if with_decoder:  # built after init so it keeps its own (zero-output) initialisation, as in MAR
             self.head = DiffusionHead(token_dim, d, cfg.head_width or d, cfg.head_depth,
-                                      cfg.diffusion_steps, cfg.sample_steps, cfg.noise_schedule)
+                                      cfg.diffusion_steps, cfg.sample_steps, cfg.noise_schedule,
+                                      clip_denoised=cfg.tokenizer == "pixel")
 
     def _build_decoder(self, cfg, d: int, nb: int, seq_len: int, token_dim: int) -> None:
         self.decoder_embed = nn.Linear(d, d)

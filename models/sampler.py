@@ -53,7 +53,7 @@ def sample_tokens(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, step
         mask_next.scatter_(1, orders[:, :mask_len], True)  # the first mask_len of the order stay masked
         to_pred = mask if step == steps - 1 else mask & ~mask_next
         rows = torch.cat([to_pred, to_pred]) if guided else to_pred
-        scale = cfg_scale(cfg, cfg_schedule, n, mask_len) if guided else 1.0
+        scale = cfg_scale(cfg, cfg_schedule, n, mask_len) if guided else None
         out = backbone.head.sample(z[rows], temperature=temperature, cfg=scale, generator=generator)
         if guided:
             out = out[: out.shape[0] // 2]

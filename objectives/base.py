@@ -52,8 +52,8 @@ class Objective(nn.Module):
                progress: float) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    # Optional: the model's own image/text embeddings (zero-shot, Semantically Aligned Decoding).
-    clip: nn.Module | None = None
+    # Objectives with a contrastive head expose it as ``self.clip`` (a models.text.ClipHead): the model's
+    # own image/text embeddings for zero-shot and Semantically Aligned Decoding.
 
 
 def diffusion_rows(mask: Masking, gamma: float) -> torch.Tensor:

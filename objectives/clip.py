@@ -11,6 +11,8 @@ from objectives.base import Objective, contrastive_loss
 
 @register_objective("clip")
 class CLIP(Objective):
+    """Contrastive image-text loss (InfoNCE, learnable temperature) on the pooled encoder output."""
+
     needs = frozenset({"clip_text"})
     defaults = {"schedule.name": "none", "train.weight_decay": 0.02, "objective.clip_weight": 1.0}
 

@@ -13,6 +13,8 @@ from objectives.clip import CLIP
 
 @register_objective("dream")
 class DREAM(CLIP):
+    """Diffusion loss + λ · CLIP loss with Masking Warmup (Alg. 1)."""
+
     needs = frozenset({"decoder", "t5", "clip_text"})
     defaults = {  # Table 21
         "schedule.name": "wm", "schedule.sigma": 0.45, "schedule.low": 0.0, "schedule.high": 1.0,

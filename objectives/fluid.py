@@ -15,6 +15,8 @@ FX_MAR = {"schedule.name": "fx", "schedule.sigma": 0.25, "schedule.low": 0.7, "s
 
 @register_objective("fluid")
 class Fluid(Objective):
+    """Text-conditioned MAR: diffusion loss on masked tokens, text only in the decoder."""
+
     needs = frozenset({"decoder", "t5"})
     defaults = {**FX_MAR, "train.weight_decay": 0.02, "objective.gamma": 0.0}  # Table 19
 

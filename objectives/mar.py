@@ -10,6 +10,8 @@ from objectives.fluid import FX_MAR
 
 @register_objective("mar")
 class MAR(Objective):
+    """Unconditional MAR: diffusion loss on masked tokens, null condition only."""
+
     needs = frozenset({"decoder", "t5"})  # T5 only for the empty-caption null condition
     defaults = {**FX_MAR, "train.weight_decay": 0.02, "objective.gamma": 0.0}
 

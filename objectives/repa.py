@@ -19,6 +19,8 @@ from objectives.fluid import FX_MAR
 
 @register_objective("repa")
 class REPA(Objective):
+    """FLUID + alignment of encoder tokens to a frozen teacher (Alg. 2)."""
+
     needs = frozenset({"decoder", "t5", "teacher"})
     defaults = {**FX_MAR, "train.weight_decay": 0.02, "objective.gamma": 0.0}  # Table 20
 

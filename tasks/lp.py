@@ -94,6 +94,8 @@ def train_probe(ftr: torch.Tensor, ytr: torch.Tensor, classes: int, epochs: int,
 
 @register_task("lp")
 class LinearProbe(Task):
+    """Linear probe on frozen mean-pooled encoder features (Table 22)."""
+
     version = 1
     higher_is_better = {"top1": True, "top5": True}
     requires = ("imagenet",)

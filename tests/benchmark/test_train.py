@@ -85,7 +85,7 @@ def test_kill_and_resume_through_the_cli(tmp_path):
     res = subprocess.run([sys.executable, "-m", "benchmark", "run", *args, *sets, "--out", str(out), "--resume"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert f"resumed from" in res.stdout
+    assert "resumed from" in res.stdout
     (ref_dir,) = list((tmp_path / "ref").glob("*"))
     assert ref_dir.name == run_dir.name  # the run id does not depend on the output folder
     (ma, ca, _), (mb, cb, _) = final_state(ref_dir), final_state(run_dir)

@@ -74,3 +74,33 @@ def test_gamma_selection_per_group():
     assert diffusion_rows(m, 0.8).sum() == 0
     # phi: the CLIP loss takes samples with masked fraction <= 0.75 (here all), <= 0.5 (first four)
     assert (m.masked_fraction <= 0.5).tolist() == [True, True, True, True, False, False]
+
+
+def test_diffusion_loss_reads_only_masked_tokens_of_selected_groups():
+    from benchmark.config import build_config
+    from models.backbone import Backbone
+    from objectives.base import diffusion_loss
+
+    cfg = build_config("dream", overrides={"model.dropout": "0"})
+    torch.manual_seed(0)
+    bb = Backbone(cfg.model, 64, 48)
+    for p in bb.head.parameters():  # a non-trivial head (it is zero at init)
+        torch.nn.init.normal_(p, std=0.05)
+    mask = torch.zeros(4, 64, dtype=torch.bool)
+    mask[:2, :16] = True  # group 0: 25% masked -> below gamma = 0.5
+    mask[2:, :40] = True  # group 1: 62.5% masked -> selected
+    m = Masking(mask, torch.tensor([0.25, 0.25, 0.625, 0.625]), torch.tensor([0, 0, 1, 1]), 2)
+    z, target = torch.randn(4, 64, 128), torch.randn(4, 64, 48)
+    base = diffusion_loss(bb, z, target, m, 0.5, torch.Generator().manual_seed(1))
+    other = target.clone()
+    other[:2] = torch.randn(2, 64, 48)  # unselected group
+    other[2:, 40:] = torch.randn(2, 24, 48)  # visible tokens of the selected group
+    same = diffusion_loss(bb, z, other, m, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(base, same)
+    other[2, 0] += 1.0  # a masked token of the selected group does change it
+    assert not torch.equal(base, diffusion_loss(bb, z, other, m, 0.5, torch.Generator().manual_seed(1)))
+    # normalised by both groups: half of the selected group's token mean (4 draws per token)
+    g = torch.Generator().manual_seed(1)
+    rows = mask & torch.tensor([False, False, True, True])[:, None]
+    per = bb.head(target[rows].repeat(4, 1), z[rows].repeat(4, 1), generator=g)
+    assert base.item() == pytest.approx(per.mean().item() / 2, rel=1e-5)

@@ -1,0 +1,63 @@
+"""A short tiny run learns: its losses go down and its linear probe is far above chance and above the
+same probe on the untrained encoder."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark import registry
+from benchmark.config import build_config
+from benchmark.records import RunRecord
+from benchmark.run import execute, load_run
+from benchmark.train import build
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import small_overrides  # noqa: E402
+
+PROBE = {"eval.n_probe_train": 2048, "eval.n_probe_test": 1024, "eval.lp_epochs": 40, "eval.lp_batch": 256}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("signal")
+    over = small_overrides(**{"out": str(out), "tasks": "lp", "train.steps": 150, "train.log_every": 15,
+                              "train.batch_size": 32, "data.n_train": 4800, "train.ema_decay": 0.9,
+                              "eval.samples": 4, "eval.sample_steps": 4, **PROBE})
+    cfg = build_config("dream", "uni", overrides=over, objective_defaults=registry.objectives.get("dream").defaults)
+    run_dir = execute(cfg)
+    return cfg, run_dir, RunRecord.load(run_dir / "record.json").data
+
+
+def test_losses_decrease(trained):
+    _, _, rec = trained
+    curve = rec["train"]["loss_curve"]
+    first, last = curve[0][1], curve[-1][1]
+    # UNI keeps the masking distribution fixed, so the windows are comparable
+    assert last["clip"] < 0.8 * first["clip"], (first, last)
+    assert last["diff"] < 0.9 * first["diff"], (first, last)
+
+
+def test_linear_probe_far_above_chance_and_above_init(trained):
+    cfg, run_dir, rec = trained
+    lp = rec["metrics"]["lp"]
+    assert rec["status"] == "completed" and rec["tasks"]["lp"]["version"] == 1
+    assert lp["chance"] == pytest.approx(100 / 48)
+    assert lp["top1"] > 8 * lp["chance"], lp
+    # the same probe on the untrained encoder (same seed, same init) must be clearly worse
+    comps = build(cfg)
+    untrained = registry.tasks.get("lp")().run(comps, cfg)
+    assert lp["top1"] > untrained["top1"] + 5, (lp, untrained)
+
+
+def test_outputs_of_a_run(trained):
+    cfg, run_dir, rec = trained
+    for f in ("record.json", "checkpoint.pt", "ema.pt", "samples.png", "samples.txt"):
+        assert (run_dir / f).exists(), f
+    for key in ("schema", "run_id", "status", "objective", "schedule", "preset", "data", "config", "provenance",
+                "train", "metrics", "timings"):
+        assert key in rec
+    assert rec["config"]["schedule"]["name"] == "uni" and rec["provenance"]["torch"] == torch.__version__
+    comps, cfg2, _ = load_run(run_dir)  # the EMA model reloads from the run folder alone
+    assert cfg2 == cfg

@@ -1,0 +1,63 @@
+"""Tokenizers and text encoders through their real loading code, on tiny weights written by the test."""
+
+import pytest
+import torch
+
+from models.tokenizer import PixelTokenizer, VAETokenizer, patchify, unpatchify
+
+
+def test_patchify_is_mar_layout_and_invertible():
+    x = torch.arange(2 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 4, 4, 4)
+    t = patchify(x, 2)
+    assert t.shape == (2, 4, 16)
+    # token 0 holds the top-left 2x2 block, channel-major: index c*4 + i*2 + j
+    assert t[0, 0, 1 * 4 + 1 * 2 + 0].item() == x[0, 1, 1, 0].item()
+    assert torch.equal(unpatchify(t, 2, 4, 2, 2), x)
+    pix = PixelTokenizer(32, 4)
+    img = torch.rand(3, 3, 32, 32) * 2 - 1
+    assert pix.encode(img).shape == (3, 64, 48) and torch.equal(pix.decode(pix.encode(img)), img)
+
+
+def test_vae_wrapper_loads_a_local_diffusers_folder(tmp_path):
+    from diffusers import AutoencoderKL
+
+    # a tiny AutoencoderKL with the kl-f8 topology (3 downsamplings -> factor 8, 4 latent channels)
+    vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, latent_channels=4,
+                        norm_num_groups=4, sample_size=64)
+    vae.save_pretrained(tmp_path / "vae")
+    tok = VAETokenizer(str(tmp_path / "vae"), patch_size=2, image_size=64)
+    img = torch.rand(2, 3, 64, 64) * 2 - 1
+    tokens = tok.encode(img)
+    assert tokens.shape == (2, 16, 16) and tok.seq_len == 16 and tok.token_dim == 16  # 8x8x4 latent, 2x2 groups
+    assert tok.decode(tokens).shape == (2, 3, 64, 64)
+    moments = tok.encode_moments(img)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(tok.sample_moments(moments, g1), tok.sample_moments(moments, g2))
+
+
+def test_missing_weights_name_the_path_and_the_fix(tmp_path):
+    from models.text import FrozenT5
+
+    with pytest.raises(FileNotFoundError, match="stabilityai/sd-vae-ft-ema"):
+        VAETokenizer(str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="DREAM_BENCH_T5"):
+        FrozenT5(str(tmp_path / "nope"))
+
+
+def test_tiny_t5_and_clip_head():
+    from benchmark.config import build_config
+    from benchmark.data import cache_root
+    from benchmark.data.text_models import synthetic_text_dir
+    from models.text import ClipHead, FrozenT5
+
+    t5 = FrozenT5(str(synthetic_text_dir(cache_root())), max_length=32)
+    emb, valid = t5.encode(["a large red circle at the top left on a gray background", ""])
+    assert emb.shape == (2, 32, 64) and valid[0].sum() > valid[1].sum() == 1  # "" is just </s>
+    cfg = build_config("dream").objective
+    head = ClipHead(cfg, 128)
+    ids = head.tokenizer(["a red circle", "a blue square"])
+    assert ids.shape == (2, 32)
+    e = head.embed_text(ids)
+    assert e.shape == (2, 64) and torch.allclose(e.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert head.scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
