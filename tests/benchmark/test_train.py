@@ -45,7 +45,7 @@ def test_resume_after_interruption_is_exact(tmp_path, objective):
         assert torch.equal(ma[k], mb[k]), k
     assert all(torch.equal(x, y) for x, y in zip(ea, eb))
     rec = json.loads((run_b / "record.json").read_text())
-    assert rec["status"] == "completed" and rec["attempt"] == 3 and rec["train"]["steps"] == 12
+    assert rec["status"] == "completed" and rec["attempt"] == 2 and rec["train"]["steps"] == 12
 
 
 def test_rerun_is_idempotent_and_checkpoint_requires_resume(tmp_path):
