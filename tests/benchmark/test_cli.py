@@ -50,9 +50,12 @@ def test_list_shows_plugins_with_origins(capsys):
 
 def test_external_plugin_package_trains_through_the_cli(tmp_path):
     """pip-install the example package (into a private folder), discover it by entry point, train 2 steps."""
-    target = tmp_path / "site"
+    import shutil
+
+    target, src = tmp_path / "site", tmp_path / "src"
+    shutil.copytree(REPO / "tests/plugins/dream_bench_example", src)  # the build leaves files beside the source
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO / "tests/plugins/dream_bench_example")],
+                    "--target", str(target), str(src)],
                    check=True, capture_output=True, timeout=300)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(REPO)])}
     env.pop("DREAM_BENCH_DISABLE_PLUGIN_AUTOLOAD", None)
