@@ -1,4 +1,4 @@
-"""``python -m benchmark <command>``: run | list.
+"""``python -m benchmark <command>``: run | eval | list.
 
 Bad input (unknown plugin, preset or key, invalid value, missing data or weights) ends with exit status 2
 and one line on stderr, never a traceback.
@@ -79,6 +79,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a trained run (EMA weights by default) and add the metrics to its record."""
+    from pathlib import Path
+
+    from benchmark import registry
+    from benchmark.run import evaluate, load_run, print_summary
+
+    run_dir = Path(args.run)
+    if not (run_dir / "record.json").exists():
+        raise FileNotFoundError(f"no record.json in {run_dir}: pass a run folder such as results/runs/<run_id>")
+    tasks = [t for t in args.tasks.split(",") if t]
+    for t in tasks:
+        registry.tasks.get(t)
+    comps, cfg, rec = load_run(run_dir, use_ema=not args.no_ema)
+    evaluate(comps, cfg, rec, tasks)
+    print_summary(rec)
+    return 0
+
+
 def count_params(preset: str) -> dict[str, float]:
     """Parameter counts on the meta device (no memory): backbone pieces and the CLIP text tower."""
     import torch
@@ -142,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_run_args(p_run)
     p_run.set_defaults(func=cmd_run)
+    p_eval = sub.add_parser("eval", help="evaluate a trained run and add the metrics to its record")
+    p_eval.add_argument("--run", required=True, help="run folder, e.g. results/runs/<run_id>")
+    p_eval.add_argument("--tasks", default="lp", help="comma-separated tasks")
+    p_eval.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA")
+    p_eval.set_defaults(func=cmd_eval)
     p_list = sub.add_parser("list", help="objectives, schedules, tasks, presets (with origins)")
     p_list.add_argument("what", nargs="?", default=None)
     p_list.set_defaults(func=cmd_list)

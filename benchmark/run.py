@@ -143,4 +143,6 @@ def print_summary(rec: RunRecord) -> None:
     t = d["timings"]
     print(f"time: train {t.get('train_s', 0):.0f}s ({t.get('images_per_s', 0):.0f} img/s), "
           + ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in t.items() if k.endswith("_s") and k not in ("train_s", "images_per_s")))
+    if (rec.path.parent / "samples.png").exists():
+        print(f"samples: {rec.path.parent / 'samples.png'} (prompts in samples.txt)")
     print(f"record: {rec.path}")

@@ -78,6 +78,9 @@ def build_tiny_t5(
     corpus = [str(c) for c in corpus]
     if not corpus:
         raise ValueError("build_tiny_t5 needs a non-empty corpus")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter the first run
     if d_model % heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
 

@@ -73,3 +73,13 @@ def test_outputs_of_a_run(trained):
     assert rec["config"]["schedule"]["name"] == "uni" and rec["provenance"]["torch"] == torch.__version__
     comps, cfg2, _ = load_run(run_dir)  # the EMA model reloads from the run folder alone
     assert cfg2 == cfg
+
+
+def test_eval_command_reproduces_the_probe_from_the_run_folder(trained, capsys):
+    from benchmark.cli import main
+
+    cfg, run_dir, rec = trained
+    assert main(["eval", "--run", str(run_dir), "--tasks", "lp"]) == 0
+    again = RunRecord.load(run_dir / "record.json").data
+    assert again["metrics"]["lp"] == pytest.approx(rec["metrics"]["lp"], abs=1e-6)
+    assert main(["eval", "--run", str(run_dir), "--tasks", "nope"]) == 2
