@@ -1,4 +1,4 @@
-"""``python -m benchmark <command>``: run | eval | list.
+"""``python -m benchmark <command>``: run | eval | bench | list.
 
 Bad input (unknown plugin, preset or key, invalid value, missing data or weights) ends with exit status 2
 and one line on stderr, never a traceback.
@@ -98,6 +98,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmark.bench import bench_train
+    from benchmark.config import parse_set
+
+    res = bench_train(args.objective, args.preset, args.batch, args.steps, args.progress, args.compile,
+                      args.device, parse_set(args.sets))
+    print(f"bench train: objective={args.objective} preset={args.preset} batch={args.batch} "
+          f"progress={args.progress} epochs compile={args.compile} on {res.pop('device')}")
+    for k, v in res.items():
+        print(f"  {k:<20} {v:.4g}")
+    return 0
+
+
 def count_params(preset: str) -> dict[str, float]:
     """Parameter counts on the meta device (no memory): backbone pieces and the CLIP text tower."""
     import torch
@@ -166,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--tasks", default="lp", help="comma-separated tasks")
     p_eval.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA")
     p_eval.set_defaults(func=cmd_eval)
+    p_bench = sub.add_parser("bench", help="bench train: step time, images/s, memory and MFU on random inputs")
+    p_bench.add_argument("what", choices=["train"])
+    p_bench.add_argument("--objective", default="dream")
+    p_bench.add_argument("--preset", default="L")
+    p_bench.add_argument("--batch", type=int, default=64, help="images per device (the released recipe: 64)")
+    p_bench.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    p_bench.add_argument("--progress", type=float, default=18.0,
+                         help="fractional epoch for the masking schedule (DREAM's mean ratio depends on it)")
+    p_bench.add_argument("--compile", action="store_true")
+    p_bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p_bench.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p_bench.set_defaults(func=cmd_bench)
     p_list = sub.add_parser("list", help="objectives, schedules, tasks, presets (with origins)")
     p_list.add_argument("what", nargs="?", default=None)
     p_list.set_defaults(func=cmd_list)

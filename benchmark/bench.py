@@ -1,0 +1,134 @@
+"""``python -m benchmark bench train``: time warm training steps on random inputs of the real shapes.
+
+No data and no weights are needed: tokens, T5 features and CLIP token ids are random tensors with the
+shapes the preset implies (the frozen T5 and the VAE run once per sample in the feature cache, so they
+are not part of a training step). Reported: median step time, images/s, peak memory and model FLOPs
+utilisation (MFU).
+
+FLOPs are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` records every matmul and
+attention call of one full step (forward + backward of encoder, decoder, text aligner, diffusion head on
+its 4x rows, CLIP text tower and projections), at 2 FLOPs per multiply-add; elementwise work is not
+counted. MFU = counted FLOPs per step / step time / peak, where the peak is the device's dense bf16 figure
+(H100 SXM 989 TFLOP/s, H200 989, A100 312) and, beside it, the rate of a large bf16 (CUDA) or fp32 (CPU)
+matmul measured on the spot.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+SPEC_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+
+
+def measured_matmul_tflops(device: torch.device, n: int = 8192) -> float:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n = n if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    reps = 20 if device.type == "cuda" else 5
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def spec_peak(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in SPEC_PEAK_TFLOPS.items() if k in name), None)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, steps: int = 10,
+                progress: float = 18.0, compile: bool = False, device: str = "auto",
+                overrides: dict[str, Any] | None = None) -> dict[str, float]:
+    from benchmark import registry
+    from benchmark.config import build_config
+    from benchmark.train import EMA, DreamModel, autocast, build_model, param_groups, sample_masking
+
+    over = {"data.name": "cc12m", "train.batch_size": str(batch), **(overrides or {})}
+    if preset == "tiny":
+        over["data.name"] = "synthetic"
+    cfg = build_config(objective, preset=preset, overrides=over,
+                       objective_defaults=registry.objectives.get(objective).defaults)
+    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) or device == "cuda" else "cpu")
+    torch.manual_seed(0)
+    model: DreamModel = build_model(cfg).to(dev)
+    if hasattr(model.objective, "teacher"):
+        raise ValueError("bench train does not load REPA teachers; use objective fluid for its cost")
+    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=1e-4, betas=(0.9, 0.95),
+                            fused=dev.type == "cuda")
+    ema = EMA(model, cfg.train.ema_decay)
+    schedule = registry.schedules.get(cfg.schedule.name)(cfg.schedule)
+    bb = model.backbone
+    forward = torch.compile(model, dynamic=True) if compile else model  # visible counts vary per step
+    m = cfg.model
+
+    def batch_of(i: int) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(i)
+        return {
+            "tokens": torch.randn(batch, bb.seq_len, bb.token_dim, generator=g).to(dev),
+            "images": torch.rand(batch, 3, m.image_size, m.image_size, generator=g).to(dev) * 2 - 1,
+            "t5": torch.randn(batch, m.text_len, m.t5_dim, generator=g).to(dev),
+            "t5_valid": torch.ones(batch, m.text_len, dtype=torch.bool, device=dev),
+            "t5_null": torch.randn(1, m.text_len, m.t5_dim, generator=g).to(dev),
+            "caption_drop": (torch.rand(batch, generator=g) < cfg.train.caption_dropout).to(dev),
+            "clip_ids": torch.randint(1, 49407, (batch, cfg.objective.clip_context), generator=g).to(dev),
+        }
+
+    batches = [batch_of(i) for i in range(2)]  # made before timing: input generation is not training
+
+    def step(i: int) -> None:
+        b = batches[i % 2]
+        mask = sample_masking(cfg, schedule, batch, bb.seq_len, progress, i, 0, dev)
+        with autocast(cfg, dev):
+            out = forward(b, mask, progress)
+        out["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(model)
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step(0)  # warm-up (and compilation)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(1)
+    flops = counter.get_total_flops()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    for i in range(steps):
+        _sync(dev)
+        t = time.perf_counter()
+        step(2 + i)
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    measured = measured_matmul_tflops(dev)
+    spec = spec_peak(dev)
+    res = {
+        "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "batch": batch,
+        "step_ms": med * 1e3, "images_per_s": batch / med, "tflop_per_step": flops / 1e12,
+        "achieved_tflops": flops / med / 1e12, "matmul_peak_tflops": measured,
+        "mfu_vs_matmul": flops / med / 1e12 / measured,
+        "peak_mem_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan"),
+    }
+    if spec:
+        res["spec_peak_tflops"] = spec
+        res["mfu"] = flops / med / 1e12 / spec
+    res["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    return res
