@@ -94,7 +94,7 @@ class CC12MTrainData:
               .shuffle(1000).decode("pil", handler=wds.warn_and_continue)
               .to_tuple("jpg;png;jpeg", "txt", handler=wds.warn_and_continue)
               .map_tuple(tf, lambda s: s).batched(batch_size, partial=False))
-        loader = wds.WebLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=True)
+        loader = wds.WebLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
         return iter(loader)
 
     def batch(self, step: int, batch_size: int) -> dict[str, Any]:
