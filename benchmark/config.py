@@ -8,7 +8,6 @@ scripts) -> objective defaults (Tables 18-21) -> recipe (`official` | `paper`) -
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import json
@@ -416,6 +415,3 @@ def run_id(cfg: RunConfig) -> str:
         f"{config_hash(cfg)[:8]}-s{cfg.seed}"
     )
 
-
-def replace(cfg: RunConfig, **kw: Any) -> RunConfig:
-    return dataclasses.replace(cfg, **kw)

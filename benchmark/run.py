@@ -52,12 +52,12 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
     print(f"run {rid} -> {run_dir}")
     try:
         comps = train(cfg, run_dir, rec, resume=resume, stop_after=stop_after)
-        if not comps.finished:  # type: ignore[attr-defined]
+        if not comps.finished:
             rec.data["status"] = "interrupted"
             rec.save()
             return run_dir
         if cfg.eval.use_ema:
-            comps.model.load_state_dict(comps.ema_state)  # type: ignore[attr-defined]
+            comps.model.load_state_dict(comps.ema_state)
         evaluate(comps, cfg, rec, cfg.tasks)
         if cfg.eval.samples > 0 and hasattr(comps.backbone, "head"):
             t0 = time.time()

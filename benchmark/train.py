@@ -48,6 +48,8 @@ class Components:
     t5: nn.Module | None
     t5_null: torch.Tensor | None  # T5("") [1, T, d]: the official CFG null condition
     device: torch.device
+    ema_state: dict[str, torch.Tensor] | None = None  # set by train(): the weights evaluation uses
+    finished: bool = False  # set by train(): all steps done (False after an early stop)
 
     @property
     def backbone(self) -> Backbone:
@@ -276,8 +278,8 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         if images_seen:
             record.data["timings"]["images_per_s"] = round(images_seen / max(time.time() - t0, 1e-9), 2)
         record.save()
-    comps.ema_state = ema.state_dict(model)  # type: ignore[attr-defined]
-    comps.finished = done >= total if total > start else True  # type: ignore[attr-defined]
+    comps.ema_state = ema.state_dict(model)
+    comps.finished = done >= total
     return comps
 
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -124,6 +123,3 @@ class ClipHead(nn.Module):
             s = s.clamp(max=self.logit_scale_max)
         return s.exp()
 
-
-def default_logit_scale() -> float:
-    return math.log(1 / 0.07)
