@@ -1,5 +1,9 @@
-"""The MLP diffusion head (MAR's ``DiffLoss`` / ``SimpleMLPAdaLN``, §3.1): predicts the noise of a single
-continuous token given the decoder's per-token condition z, with AdaLN residual blocks."""
+"""The MLP diffusion head (MAR's ``DiffLoss`` around ``SimpleMLPAdaLN``, §3.1): per-token diffusion loss and
+sampler for a continuous token given the decoder's condition z for that token.
+
+Module names differ from MAR's (``blocks``/``ada``/``final`` for ``res_blocks``/``adaLN_modulation``/
+``final_layer``, ``time_embed`` is the bare MLP); the computation and the initialisation are MAR's.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,17 @@ from models.diffusion import create_diffusion
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding, [cos, sin] order as in DiT/MAR."""
+    """Sinusoidal embedding of (possibly fractional) steps [N] -> [N, dim], [cos, sin] order as in DiT/MAR."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1) if dim % 2 else emb
 
 
 class ResBlock(nn.Module):
+    """x + gate · MLP(LN(x) · (1 + scale) + shift), with (shift, scale, gate) from the condition y."""
+
     def __init__(self, width: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=1e-6)
@@ -32,11 +39,13 @@ class ResBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, width: int, out: int) -> None:
+    """Affine-free LN, adaLN modulation by y, then the output projection."""
+
+    def __init__(self, width: int, out_channels: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.linear = nn.Linear(width, out)
+        self.linear = nn.Linear(width, out_channels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         shift, scale = self.ada(y).chunk(2, dim=-1)
@@ -44,13 +53,17 @@ class FinalLayer(nn.Module):
 
 
 class SimpleMLPAdaLN(nn.Module):
-    def __init__(self, in_channels: int, width: int, out_channels: int, z_channels: int, depth: int) -> None:
+    """MAR's denoiser: ``forward(x [N, in], t [N], c [N, z_channels]) -> [N, out_channels]``."""
+
+    def __init__(self, in_channels: int, model_channels: int, out_channels: int, z_channels: int,
+                 num_res_blocks: int) -> None:
         super().__init__()
-        self.input_proj = nn.Linear(in_channels, width)
-        self.time_embed = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
-        self.cond_embed = nn.Linear(z_channels, width)
-        self.blocks = nn.ModuleList(ResBlock(width) for _ in range(depth))
-        self.final = FinalLayer(width, out_channels)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.input_proj = nn.Linear(in_channels, model_channels)
+        self.time_embed = nn.Sequential(nn.Linear(256, model_channels), nn.SiLU(), nn.Linear(model_channels, model_channels))
+        self.cond_embed = nn.Linear(z_channels, model_channels)
+        self.blocks = nn.ModuleList(ResBlock(model_channels) for _ in range(num_res_blocks))
+        self.final = FinalLayer(model_channels, out_channels)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -60,11 +73,8 @@ class SimpleMLPAdaLN(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.time_embed[0].weight, std=0.02)
         nn.init.normal_(self.time_embed[2].weight, std=0.02)
-        # zero the modulation and the output: the head predicts exactly 0 at init (MAR)
-        for blk in self.blocks:
-            nn.init.zeros_(blk.ada[-1].weight)
-            nn.init.zeros_(blk.ada[-1].bias)
-        for lin in (self.final.ada[-1], self.final.linear):
+        # zero modulations and output: every block starts as the identity and the head predicts exactly 0
+        for lin in [blk.ada[-1] for blk in self.blocks] + [self.final.ada[-1], self.final.linear]:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
@@ -77,28 +87,34 @@ class SimpleMLPAdaLN(nn.Module):
 
 
 class DiffusionHead(nn.Module):
-    """Per-token diffusion loss and sampler over tokens of ``token_dim`` channels given z [N, cond_dim]."""
+    """MAR's ``DiffLoss`` for tokens of ``token_dim`` channels conditioned on z [N, cond_dim]: the net predicts
+    ε and the variance (2 · token_dim outputs); training uses all ``num_steps`` steps, sampling the steps
+    respaced to ``sample_steps``. ``clip_denoised`` clamps x̂_0 to [-1, 1] while sampling (pixel tokens only)."""
 
     def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, num_steps: int = 1000,
                  sample_steps: int = 100, noise_schedule: str = "cosine", clip_denoised: bool = False) -> None:
         super().__init__()
-        self.token_dim = token_dim
-        self.net = SimpleMLPAdaLN(token_dim, width, 2 * token_dim, cond_dim, depth)  # ε and the variance
+        self.token_dim, self.num_steps, self.clip_denoised = token_dim, num_steps, clip_denoised
+        self.net = SimpleMLPAdaLN(token_dim, width, 2 * token_dim, cond_dim, depth)
         self.train_diffusion = create_diffusion(None, noise_schedule, num_steps)
         self.sample_diffusion = create_diffusion(str(sample_steps), noise_schedule, num_steps)
-        self.num_steps, self.clip_denoised = num_steps, clip_denoised
 
-    def forward(self, target: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Per-row losses [N] with t ~ U{0, ..., T-1} and fresh noise per row (caller weights/reduces)."""
-        n = target.shape[0]
-        t = torch.randint(0, self.num_steps, (n,), generator=generator).to(target.device)
-        noise = torch.randn(target.shape, generator=generator).to(target.device, target.dtype)
-        return self.train_diffusion.training_losses(self.net, target, t, z, noise)
+    def forward(self, target: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-row losses [N] (times ``weight`` [N] if given; no reduction: the caller reduces), each row
+        with its own t ~ U{0, ..., T-1} and noise, both drawn from ``generator`` (t first) when given."""
+        n, device = target.shape[0], generator.device if generator is not None else target.device
+        t = torch.randint(0, self.num_steps, (n,), generator=generator, device=device).to(target.device)
+        noise = torch.randn(target.shape, generator=generator, device=device).to(target.device, target.dtype)
+        loss = self.train_diffusion.training_losses(self.net, target, t, z, noise)
+        return loss if weight is None else loss * weight
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor, temperature: float = 1.0, cfg: float | None = None,
+    def sample(self, z: torch.Tensor, temperature: float = 1.0, cfg: float | torch.Tensor | None = 1.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample one token per row of z. With ``cfg`` (a scale, even 1.0) z is [cond; uncond] and the
-        result has the same doubled size with identical halves (the caller keeps the first)."""
-        return self.sample_diffusion.p_sample_loop(self.net, (z.shape[0], self.token_dim), z, temperature,
-                                                   generator, cfg, self.clip_denoised)
+        """One token per row of z -> [N, token_dim]. As in MAR, a float ``cfg`` other than 1.0 (or any tensor
+        of scales, one per row of a half) means z is [cond; uncond] (N even): the result then also has N rows,
+        the guided samples are the first half and the caller drops the second. ``None`` or 1.0: no guidance."""
+        guided = torch.is_tensor(cfg) or (cfg is not None and cfg != 1.0)
+        return self.sample_diffusion.p_sample_loop(self.net, (z.shape[0], self.token_dim), z, temperature, generator,
+                                                   cfg if guided else None, self.clip_denoised)
