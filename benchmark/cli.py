@@ -166,6 +166,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    """Print paper table N with our numbers beside the paper's (reads records only)."""
+    from benchmark.tables import TABLES, build_table
+
+    if args.number not in TABLES:
+        print(f"error: unknown table {args.number}; tables: {', '.join(map(str, TABLES))}", file=sys.stderr)
+        return 2
+    sys.stdout.write(build_table(args.number, args.runs, args.format))
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    """Draw paper figure 4, 6 or 7 from the records (matplotlib, Agg)."""
+    from benchmark.figures import FIGURES, make_figure
+
+    if args.number not in FIGURES:
+        print(f"error: unknown figure {args.number}; figures: {', '.join(map(str, FIGURES))}", file=sys.stderr)
+        return 2
+    print(make_figure(args.number, args.out, args.runs))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,6 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="objectives, schedules, tasks, presets (with origins)")
     p_list.add_argument("what", nargs="?", default=None)
     p_list.set_defaults(func=cmd_list)
+    p_table = sub.add_parser("table", help="paper table N: ours | paper | delta, from the run records")
+    p_table.add_argument("number", type=int)
+    p_table.add_argument("--runs", default="results/runs", help="runs directory (default results/runs)")
+    p_table.add_argument("--format", default="md", choices=["md", "csv", "latex", "json"])
+    p_table.set_defaults(func=cmd_table)
+    p_fig = sub.add_parser("figure", help="paper figure 4, 6 or 7 from the run records (PNG)")
+    p_fig.add_argument("number", type=int)
+    p_fig.add_argument("--out", required=True, help="output image, e.g. fig4.png")
+    p_fig.add_argument("--runs", default="results/runs", help="runs directory (default results/runs)")
+    p_fig.set_defaults(func=cmd_figure)
     return parser
 
 

@@ -1,0 +1,111 @@
+"""`python -m benchmark figure 4|6|7 --out FILE.png`: the paper's figures from the run records.
+
+Conventions for metrics the figures read (records are only read, never recomputed):
+- Fig. 4 (size B/L/H/G, DREAM sigma 0.45): ``metrics.lp.top1`` and ``metrics["fid/cc12m"].fid``; the paper's
+  points given in the text (``results/paper/figures.csv``, FID of DREAM-B and DREAM-G) are drawn as crosses.
+- Fig. 6 (sigma 0.35/0.45/0.55 over training): intermediate evaluations are stored as task variants
+  ``"<task>@<epoch>"``, e.g. ``metrics["lp@12"]["top1"]``, ``metrics["fid/cc12m@24"]["fid"]``; the final
+  ``metrics.lp`` / ``metrics["fid/cc12m"]`` are plotted at ``config.train.epochs``.
+- Fig. 7 (zero-shot accuracy vs masking ratio; CLIP, CLIP-M, DREAM): ``metrics.zeroshot["acc@<ratio>"]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Any
+
+from benchmark.tables import ABL, BASE, DEFAULT_RUNS, PAPER_DIR, RowSpec, load_records
+
+FIGURES = (4, 6, 7)
+SIZES = ("B", "L", "H", "G")
+
+
+def _paper_points(fig: str) -> list[dict[str, str]]:
+    with open(PAPER_DIR / "figures.csv", newline="", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if r["table"] == fig and r["value"] != ""]
+
+
+def _mean(recs: list[dict[str, Any]], variant: str, key: str) -> float | None:
+    vals = [r["metrics"][variant][key] for r in recs if key in (r.get("metrics") or {}).get(variant, {})]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _series(recs: list[dict[str, Any]], task: str, key: str) -> dict[float, float]:
+    """{epoch: mean value} from ``<task>@<epoch>`` variants plus the final metric at config.train.epochs."""
+    pts: dict[float, list[float]] = {}
+    for r in recs:
+        for variant, vals in (r.get("metrics") or {}).items():
+            m = re.fullmatch(re.escape(task) + r"@([0-9.]+)", variant)
+            if m and key in vals:
+                pts.setdefault(float(m.group(1)), []).append(vals[key])
+        final = (r.get("metrics") or {}).get(task, {})
+        if key in final:
+            pts.setdefault(float(r["config"]["train"]["epochs"]), []).append(final[key])
+    return {e: sum(v) / len(v) for e, v in sorted(pts.items())}
+
+
+def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = load_records(runs_dir)
+    if n == 4:
+        fig, (a1, a2) = plt.subplots(2, 1, figsize=(5, 6), sharex=True)
+        for name, match in [("DREAM", BASE), ("FLUID", {"objective": "fluid"})]:
+            lp, fid = [], []
+            for size in SIZES:
+                row = RowSpec(size, {**match, "preset": size}, ABL)
+                group = [r for r in recs if row.matches(r) and r.get("data") == "cc12m"]
+                lp.append(_mean(group, "lp", "top1"))
+                fid.append(_mean(group, "fid/cc12m", "fid"))
+            a1.plot(SIZES, [float("nan") if v is None else v for v in lp], "o-", label=f"{name} (ours)")
+            a2.plot(SIZES, [float("nan") if v is None else v for v in fid], "o-", label=f"{name} (ours)")
+        pts = [p for p in _paper_points("fig4") if p["column"] == "FID"]
+        if pts:
+            a2.plot([p["row"].split("-")[-1] for p in pts], [float(p["value"]) for p in pts], "kx", ms=9,
+                    label="DREAM (paper, text)")
+        a1.set_ylabel("LP top-1 (%)")
+        a2.set_ylabel("FID CC12M-50K")
+        a2.set_xlabel("model size")
+        a1.set_title("Fig. 4: DREAM across model sizes (sigma 0.45)")
+    elif n == 6:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4))
+        for sigma in (0.35, 0.45, 0.55):
+            row = RowSpec(str(sigma), {**BASE, "config.schedule.sigma": sigma}, ABL)
+            group = [r for r in recs if row.matches(r)]
+            for ax, task, key in [(a1, "lp", "top1"), (a2, "fid/cc12m", "fid")]:
+                s = _series(group, task, key)
+                ax.plot(list(s), list(s.values()), "o-", label=f"sigma={sigma}")
+        a1.set_ylabel("LP top-1 (%)")
+        a2.set_ylabel("FID CC12M-50K (no SD)")
+        for ax in (a1, a2):
+            ax.set_xlabel("epoch")
+        fig.suptitle("Fig. 6: masking standard deviation over training")
+    elif n == 7:
+        fig, a1 = plt.subplots(figsize=(6, 4))
+        for name, match in [("CLIP", {"objective": "clip", "schedule": "none"}),
+                            ("CLIP-M", {"objective": "clip", "schedule": "wm"}), ("DREAM", BASE)]:
+            group = [r for r in recs if RowSpec(name, match).matches(r)]
+            pts: dict[float, list[float]] = {}
+            for r in group:
+                for k, v in (r.get("metrics") or {}).get("zeroshot", {}).items():
+                    if k.startswith("acc@"):
+                        pts.setdefault(float(k[4:]), []).append(v)
+            xs = sorted(pts)
+            a1.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], "o-", label=name)
+        a1.set_xlabel("masking ratio")
+        a1.set_ylabel("zero-shot accuracy (%)")
+        a1.set_title("Fig. 7: zero-shot accuracy vs masking ratio")
+    else:
+        raise KeyError(n)
+    for ax in fig.axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return str(out)

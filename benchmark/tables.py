@@ -1,0 +1,422 @@
+"""The paper's tables as specs, and `python -m benchmark table N`: our numbers beside the paper's.
+
+A table only reads files: ``<runs_dir>/*/record.json`` (completed runs whose task versions are current) and
+``results/paper/table_NN.csv`` (the paper's numbers, long format ``table,row,column,value,note``). Each record
+goes to the first row whose ``match`` it satisfies (dotted keys into the record, e.g. ``config.schedule.sigma``);
+values are averaged over seeds (± std where there are several). A row whose runs used another setting than
+the paper's (``RowSpec.paper``: preset, data, recipe) is marked † and never passed off as a reproduction; when
+a row has both, only the runs in the paper's setting are used.
+
+Ablation tables (4, 5, 7, 8, 10-17) are stored transposed with respect to the paper: one row per setting,
+one column per metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
+DEFAULT_RUNS = "results/runs"
+FORMATS = ("md", "csv", "latex", "json")
+# Current version of each task; a record whose task has another version is never mixed into a table.
+TASK_VERSIONS: dict[str, int] = {"lp": 1, "ft": 1, "robustness": 1, "fewshot": 1, "seg": 1, "depth": 1, "fid": 1,
+                                 "clip_score": 1, "zeroshot": 1, "sad": 1}
+MARK = "†"
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class ColSpec:
+    label: str
+    metric: str  # "<task variant>.<metric>", e.g. "lp.top1", "fid/cc12m.fid", "zeroshot.acc@0.5"
+    fmt: str = ".1f"
+    scale: float = 1.0
+    higher_is_better: bool = True
+    tolerance: float = 0.5  # absolute points
+
+    @property
+    def variant(self) -> str:
+        return self.metric.split(".", 1)[0]
+
+    @property
+    def task(self) -> str:
+        return self.variant.split("/", 1)[0].split("@", 1)[0]
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    label: str
+    match: dict[str, Any]  # required: dotted keys into the record
+    paper: dict[str, Any] = field(default_factory=lambda: {"preset": "L", "data": "cc12m", "recipe": "official"})
+
+    def matches(self, rec: dict[str, Any]) -> bool:
+        return all(_eq(_get(rec, k), v) for k, v in self.match.items())
+
+    def differs(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """The paper-setting fields this record does not share: {key: record value}."""
+        return {k: _get(rec, k) for k, v in self.paper.items() if not _eq(_get(rec, k), v)}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    number: int
+    title: str
+    rows: list[RowSpec]
+    columns: list[ColSpec]
+
+    @property
+    def paper_csv(self) -> Path:
+        return PAPER_DIR / f"table_{self.number:02d}.csv"
+
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(c.task for c in self.columns))
+
+    def overrides(self, row: RowSpec) -> dict[str, Any]:
+        """The config override dict that fills ``row`` (used by ``sweep``)."""
+        m = row.match
+        recipe = row.paper.get("recipe", "official")
+        # DREAM's official defaults (BASE) need no --set; every other config key in the match is spelled out
+        implied = BASE if m.get("objective", "dream") == "dream" and recipe == "official" else {}
+        sets = {k[len("config."):]: v for k, v in m.items()
+                if k.startswith("config.") and not (k in implied and _eq(implied[k], v))}
+        return {"objective": m.get("objective", "dream"), "schedule": m.get("schedule"),
+                "preset": row.paper.get("preset", "L"), "data": row.paper.get("data", "cc12m"),
+                "recipe": recipe, "set": sets, "tasks": self.tasks()}
+
+    def grid(self) -> list[dict[str, Any]]:
+        return [self.overrides(r) for r in self.rows]
+
+    def command(self, row: RowSpec) -> str:
+        o = self.overrides(row)
+        parts = ["python -m benchmark run", f"--objective {o['objective']}"]
+        if o["schedule"]:
+            parts.append(f"--schedule {o['schedule']}")
+        parts += [f"--preset {o['preset']}", f"--data {o['data']}", f"--recipe {o['recipe']}"]
+        parts += [f"--set {k}={_fmt_value(v)}" for k, v in o["set"].items()]
+        parts.append(f"--tasks {','.join(o['tasks'])}")
+        return " ".join(parts)
+
+
+def _fmt_value(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _get(rec: dict[str, Any], key: str) -> Any:
+    cur: Any = rec
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def _eq(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+# ---------------------------------------------------------------- specs
+def _c(label: str, metric: str, fmt: str = ".1f", hib: bool = True, tol: float = 0.5) -> ColSpec:
+    return ColSpec(label, metric, fmt, 1.0, hib, tol)
+
+
+LP = _c("LP", "lp.top1")
+FID = _c("FID", "fid/cc12m.fid", ".2f", False, 0.1)
+MAIN = {"preset": "L", "data": "cc12m", "recipe": "paper"}  # Tables 1-3, 9: main results (§4, sigma 0.55)
+ABL = {"preset": "L", "data": "cc12m", "recipe": "official"}  # ablations: DREAM-L, sigma 0.45 (§5)
+# The DREAM-L ablation default (§5, Table 21): every ablation row differs from it in one field.
+BASE = {"objective": "dream", "schedule": "wm", "config.schedule.sigma": 0.45, "config.objective.gamma": 0.5,
+        "config.objective.phi": 0.75, "config.objective.clip_weight": 0.005, "config.objective.clip_pool": "all",
+        "config.objective.clip_layer": 0}
+MAIN_ROWS = [RowSpec("MAR", {"objective": "mar"}, MAIN), RowSpec("FLUID", {"objective": "fluid"}, MAIN),
+             RowSpec("CLIP", {"objective": "clip", "schedule": "none"}, MAIN),
+             RowSpec("REPA", {"objective": "repa"}, MAIN),
+             RowSpec("DREAM", {"objective": "dream", "schedule": "wm"}, MAIN)]
+GEN = [_c("CC12M FID", "fid/cc12m.fid", ".2f", False, 0.1), _c("CC12M CS", "clip_score/cc12m.cs"),
+       _c("COCO FID", "fid/coco.fid", ".2f", False, 0.2), _c("COCO CS", "clip_score/coco.cs")]
+EXTERNAL = {"preset": "external", "data": "cc12m", "recipe": "paper"}  # rows of Table 1 we cannot reproduce
+FEWSHOT_SETS = [("DTD", "dtd"), ("Caltech-256", "caltech256"), ("SUN397", "sun397"), ("Food-101", "food101"),
+                ("VOC2007", "voc2007"), ("STL-10", "stl10"), ("Flowers", "flowers"), ("UC Merced", "ucmerced"),
+                ("EuroSAT", "eurosat"), ("Country211", "country211"), ("RESISC45", "resisc45"), ("Dogs", "dogs"),
+                ("MIT Indoors", "mit_indoors"), ("IN-1K", "imagenet"), ("Average", "avg")]
+# Semantically Aligned Decoding settings (Tables 6, 17): eval.sad_k candidates, eval.sad_nfe encoder passes,
+# eval.sad_rerank "self" | "clip" (external CLIP) -- config fields the SAD issue adds.
+SAD = {**BASE}
+
+
+def _ablation(n: int, title: str, key: str, values: list[tuple[str, Any]], cols: list[ColSpec] | None = None) -> TableSpec:
+    rows = [RowSpec(lbl, {**BASE, key: v}, ABL) for lbl, v in values]
+    return TableSpec(n, title, rows, cols or [LP, FID])
+
+
+def _sad_row(label: str, k: int, nfe: int, rerank: str = "self") -> RowSpec:
+    m = {**SAD, "config.eval.sad_k": k, "config.eval.sad_nfe": nfe, "config.eval.sad_rerank": rerank}
+    return RowSpec(label, m, ABL)
+
+
+TABLES: dict[int, TableSpec] = {t.number: t for t in [
+    TableSpec(1, "Comparison with self-supervised and text-to-image models trained on CC12M", [
+        *[RowSpec(m, {"objective": m}, EXTERNAL) for m in
+          ("LPL", "SDXL", "mmDiT-SD3", "mmDiT-Imp", "GALIP", "SCAD", "MAE-L/16", "M3AE-L/16", "SimCLR-L/16",
+           "StableRep-L/16", "LaCLIP-L/16", "4M-L")],
+        RowSpec("DREAM", {"objective": "dream", "schedule": "wm"}, MAIN)],
+        [_c("LP", "lp.top1"), _c("FT", "ft.top1"), *GEN]),
+    TableSpec(2, "Unified evaluation of visual understanding and text-to-image generation", MAIN_ROWS, [
+        _c("LP IN-1K", "lp.top1"), _c("FT IN-1K", "ft.top1"), _c("IN-A", "robustness.in_a"),
+        _c("IN-R", "robustness.in_r"), _c("IN-S", "robustness.in_s"), _c("IN-H", "robustness.in_h"),
+        _c("MF", "robustness.v2_mf"), _c("T7", "robustness.v2_t7"), _c("Top", "robustness.v2_top"),
+        _c("ON", "robustness.objectnet"), _c("Avg.", "robustness.avg"), *GEN]),
+    TableSpec(3, "Few-shot transfer (5-way 5-shot accuracy)", MAIN_ROWS,
+              [_c(lbl, f"fewshot.{key}", tol=1.0) for lbl, key in FEWSHOT_SETS]),
+    TableSpec(4, "Effect of masking schedule", [
+        RowSpec(lbl, {**BASE, "schedule": s}, ABL) for lbl, s in
+        [("FX", "fx"), ("UNI", "uni"), ("CD", "cd"), ("WM", "wm")]], [LP, FID]),
+    TableSpec(5, "Effect of masking warmup and diffusion loss", [
+        RowSpec("CLIP", {"objective": "clip", "schedule": "none"}, ABL),
+        RowSpec("CLIP-M", {"objective": "clip", "schedule": "wm", "config.schedule.sigma": 0.45}, ABL),
+        RowSpec("DREAM", BASE, ABL)], [LP, FID]),
+    TableSpec(6, "Efficiency of DREAM decoding under fixed compute budgets", [
+        _sad_row("64 NFE: DREAM (K=1)", 1, 64), _sad_row("128 NFE: DREAM (K=1)", 1, 128),
+        _sad_row("128 NFE: DREAM (K=2 w/ Ext. CLIP)", 2, 128, "clip"),
+        _sad_row("128 NFE: DREAM (K=9 w/ SD)", 9, 128), _sad_row("128 NFE: DREAM (K=17 w/ SD)", 17, 128)],
+        [_c("Throughput", "sad.throughput", ".2f", True, 0.1), _c("FID", "fid/cc12m.fid", ".2f", False, 0.1),
+         _c("CLIP", "clip_score/cc12m.cs")]),
+    TableSpec(7, "Layer to align with the pretrained CLIP encoder (REPA)", [
+        RowSpec(str(layer), {"objective": "repa", "config.objective.repa_teacher": "clip_l",
+                             "config.objective.repa_layer": layer}, {**ABL, "recipe": "paper"}) for layer in (4, 6, 8)],
+        [LP, FID]),
+    TableSpec(8, "Effect of visual backbone (REPA teacher)", [
+        RowSpec("CLIP", {"objective": "repa", "config.objective.repa_teacher": "clip_l",
+                         "config.objective.repa_layer": 6}, {**ABL, "recipe": "paper"}),
+        RowSpec("DINOv2", {"objective": "repa", "config.objective.repa_teacher": "dinov2_b",
+                           "config.objective.repa_layer": 8}, {**ABL, "recipe": "paper"})], [LP, FID]),
+    TableSpec(9, "Frozen backbones on dense prediction", MAIN_ROWS, [
+        _c("mIoU", "seg.miou"), _c("PixAcc", "seg.pixacc"), _c("RMSE", "depth.rmse", ".2f", False, 0.02),
+        _c("ARel", "depth.arel", ".2f", False, 0.02)]),
+    TableSpec(10, "Standard deviation of masking distribution (sigma)", [
+        *[RowSpec(lbl, {**BASE, "config.schedule.sigma": s}, ABL) for lbl, s in
+          [("0.35", 0.35), ("0.45", 0.45), ("0.55", 0.55)]],
+        RowSpec("UNI", {**{k: v for k, v in BASE.items() if k != "config.schedule.sigma"}, "schedule": "uni"}, ABL)],
+        [LP, FID]),
+    _ablation(11, "Masking warm-up duration (epochs)", "config.schedule.warmup_epochs",
+              [("30", 30.0), ("36", 36.0), ("42", 42.0)]),
+    _ablation(12, "Minimum masking ratio for diffusion loss (gamma)", "config.objective.gamma",
+              [("0", 0.0), ("0.25", 0.25), ("0.5", 0.5), ("0.75", 0.75)]),
+    _ablation(13, "Maximum masking ratio for CLIP loss (phi)", "config.objective.phi",
+              [("0.25", 0.25), ("0.5", 0.5), ("0.75", 0.75), ("1.0", 1.0)]),
+    _ablation(14, "CLIP loss weight (lambda)", "config.objective.clip_weight",
+              [("0.002", 0.002), ("0.005", 0.005), ("0.01", 0.01)]),
+    _ablation(15, "Application of CLIP loss", "config.objective.clip_pool",
+              [("All Tokens", "all"), ("Buffer Tokens", "buffer")]),
+    # layer 12 = the last encoder block of the paper's L encoder; clip_layer 0 means "last" in our config
+    _ablation(16, "CLIP loss layer", "config.objective.clip_layer", [("6", 6), ("8", 8), ("10", 10), ("12", 0)]),
+    TableSpec(17, "Effect of number of candidates (K), 128 NFE", [
+        _sad_row(str(k), k, 128) for k in (1, 5, 9, 17)],
+        [_c("FID", "fid/cc12m.fid", ".2f", False, 0.1), _c("CS", "clip_score/cc12m.cs")]),
+]}
+
+
+# ---------------------------------------------------------------- reading
+def load_paper(n: int) -> list[dict[str, str]]:
+    with open(TABLES[n].paper_csv, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def paper_values(n: int) -> dict[tuple[str, str], str]:
+    """(row, column) -> the paper's primary value as printed (the first entry; later ones are footnoted variants)."""
+    out: dict[tuple[str, str], str] = {}
+    for r in load_paper(n):
+        if r["value"] != "" and (r["row"], r["column"]) not in out:
+            out[(r["row"], r["column"])] = r["value"]
+    return out
+
+
+def _version_ok(rec: dict[str, Any], tasks: list[str]) -> bool:
+    for name, info in (rec.get("tasks") or {}).items():
+        base = name.split("/", 1)[0].split("@", 1)[0]
+        if base in tasks and isinstance(info, dict) and info.get("version") != TASK_VERSIONS.get(base):
+            return False
+    return True
+
+
+def load_records(runs_dir: str | Path, tasks: list[str] | None = None) -> list[dict[str, Any]]:
+    """Completed records whose versions of ``tasks`` (all tasks if None) are current; sorted by run_id."""
+    recs = []
+    for p in sorted(Path(runs_dir).glob("*/record.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if rec.get("status") != "completed":
+            continue
+        if not _version_ok(rec, tasks if tasks is not None else list(TASK_VERSIONS)):
+            continue
+        rec["_dir"] = str(p.parent)
+        recs.append(rec)
+    return recs
+
+
+# ---------------------------------------------------------------- building
+@dataclass
+class Cell:
+    ours: float | None
+    std: float | None
+    n: int
+    paper: float | None
+    delta: float | None
+    paper_text: str | None = None  # the paper's value as printed
+
+
+@dataclass
+class Row:
+    label: str
+    reproduction: bool
+    run_ids: list[str]
+    differs: dict[str, list[Any]]
+    cells: dict[str, Cell]
+
+
+def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[str]]:
+    import pandas as pd
+
+    spec = TABLES[n]
+    paper = paper_values(n)
+    recs = load_records(runs_dir, spec.tasks())
+    assigned: dict[str, list[dict[str, Any]]] = {r.label: [] for r in spec.rows}
+    for rec in recs:
+        for row in spec.rows:
+            if row.matches(rec):
+                assigned[row.label].append(rec)
+                break
+    rows: list[Row] = []
+    notes: list[str] = []
+    for rs in spec.rows:
+        group = assigned[rs.label]
+        repro = [r for r in group if not rs.differs(r)]
+        use = repro or group
+        differs: dict[str, list[Any]] = {}
+        for r in use:
+            for k, v in rs.differs(r).items():
+                differs.setdefault(k, [])
+                if v not in differs[k]:
+                    differs[k].append(v)
+        df = pd.json_normalize(use) if use else pd.DataFrame()
+        cells = {}
+        for c in spec.columns:
+            col = f"metrics.{c.metric}"
+            vals = pd.to_numeric(df[col], errors="coerce").dropna() * c.scale if col in df else pd.Series([], dtype=float)
+            mean = float(vals.mean()) if len(vals) else None
+            std = float(vals.std(ddof=1)) if len(vals) > 1 else None
+            p_text = paper.get((rs.label, c.label))
+            p = None if p_text is None else float(p_text)
+            delta = None if mean is None or p is None else (mean - p) * (1 if c.higher_is_better else -1)
+            cells[c.label] = Cell(_r(mean), _r(std), int(len(vals)), p, _r(delta), p_text)
+        rows.append(Row(rs.label, bool(use) and not differs, [r["run_id"] for r in use], differs, cells))
+        if rs.paper.get("preset") == "external":
+            continue
+        if not use:
+            notes.append(f"missing {rs.label}: {spec.command(rs)}")
+        else:
+            gaps = [c.task for c in spec.columns if cells[c.label].ours is None]
+            if gaps:
+                tasks = ",".join(dict.fromkeys(gaps))
+                for r in use:
+                    notes.append(f"missing {rs.label} [{tasks}]: python -m benchmark eval --run {r['_dir']} --tasks {tasks}")
+    return spec, rows, notes
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 6)
+
+
+def _num(v: float | None, fmt: str, signed: bool = False) -> str:
+    if v is None:
+        return MISSING
+    s = format(v, ("+" if signed else "") + fmt)
+    return "+" + s[1:] if signed and s.startswith("-") and float(s) == 0 else s
+
+
+def _ours(c: Cell, fmt: str) -> str:
+    s = _num(c.ours, fmt)
+    return s if c.std is None else f"{s} ± {format(c.std, fmt)}"
+
+
+def _label(r: Row) -> str:
+    return r.label + (f" {MARK}" if r.differs else "")
+
+
+def _footnotes(spec: TableSpec, rows: list[Row], notes: list[str], runs_dir: str | Path) -> list[str]:
+    out = []
+    for r in rows:
+        if r.differs:
+            what = ", ".join(f"{k}={'/'.join(map(str, v))}" for k, v in r.differs.items())
+            rs = next(x for x in spec.rows if x.label == r.label)
+            want = ", ".join(f"{k}={v}" for k, v in rs.paper.items())
+            out.append(f"{MARK} {r.label}: runs used {what} (paper: {want}): not a reproduction")
+    multi = [f"{r.label} (n={len(r.run_ids)})" for r in rows if len(r.run_ids) > 1]
+    if multi:
+        out.append("mean ± std over seeds: " + ", ".join(multi))
+    out += notes
+    return out
+
+
+def build_table(n: int, runs_dir: str | Path = DEFAULT_RUNS, fmt: str = "md") -> str:
+    if n not in TABLES:
+        raise KeyError(n)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose {', '.join(FORMATS)}")
+    spec, rows, notes = compute(n, runs_dir)
+    foot = _footnotes(spec, rows, notes, runs_dir)
+    cols = spec.columns
+    if fmt == "json":
+        return json.dumps({"table": n, "title": spec.title, "runs": str(runs_dir), "rows": [
+            {"row": r.label, "reproduction": r.reproduction, "runs": r.run_ids, "differs": r.differs,
+             "cells": {k: vars(c) for k, c in r.cells.items()}} for r in rows], "notes": foot},
+            indent=1, ensure_ascii=False) + "\n"
+    header = ["row"]
+    for c in cols:
+        header += [f"{c.label} ours", f"{c.label} paper", f"{c.label} Δ"]
+    body = []
+    for r in rows:
+        line = [_label(r)]
+        for c in cols:
+            cell = r.cells[c.label]
+            line += [_ours(cell, c.fmt), cell.paper_text or MISSING, _num(cell.delta, c.fmt, signed=True)]
+        body.append(line)
+    if fmt == "csv":
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(body)
+        return buf.getvalue()
+    title = f"Table {n}: {spec.title}"
+    legend = "(each cell: ours | paper | Δ, Δ > 0 = better than the paper)"
+    if fmt == "latex":
+        subs = [("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#"),
+                ("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("—", "--"), (MARK, "$^\\dagger$")]
+
+        def esc(s: str) -> str:
+            for a, b in subs:
+                s = s.replace(a, b)
+            return s
+        lines = [f"% {title} {legend}", "\\begin{tabular}{l" + "rrr" * len(cols) + "}", "\\toprule",
+                 " & ".join(esc(h) for h in header) + " \\\\", "\\midrule"]
+        lines += [" & ".join(esc(x) for x in b) + " \\\\" for b in body]
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        lines += [f"% {esc(f)}" for f in foot]
+        return "\n".join(lines) + "\n"
+    lines = [f"{title}  {legend}", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(b) + " |" for b in body]
+    if foot:
+        lines.append("")
+        lines += [f"- {f}" for f in foot]
+    return "\n".join(lines) + "\n"
