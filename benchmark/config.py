@@ -138,6 +138,9 @@ class EvalConfig:
     cfg: float = 3.0
     cfg_schedule: str = "linear"  # constant | linear (§9.5.2)
     temperature: float = 1.0
+    # -- generation tasks: fid, clip_score, SAD, bench sample (issue 3) --
+    # -- representation tasks: lp, ft, robustness, fewshot, zeroshot (issue 4) --
+    # -- dense probes: seg, depth (issue 5) --
 
 
 @dataclass
@@ -352,6 +355,10 @@ def validate(cfg: RunConfig) -> None:
     check(0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)")
     check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
     check(d.n_train >= t.batch_size, f"data.n_train ({d.n_train}) must be >= train.batch_size")
+    # -- generation tasks (issue 3) --
+    # -- representation tasks (issue 4) --
+    # -- dense probes (issue 5) --
+    # -- data and caching (issue 8) --
 
 
 def build_config(
@@ -390,16 +397,20 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     return cfg
 
 
-# Fields that do not change results: excluded from the run id so reruns and requeues share it.
-NON_SEMANTIC = {
-    "out", "include", "eval.imagenet_root", "model.vae_path", "model.t5_path", "objective.repa_teacher_path", "data.root",
+# Fields that do not change the trained weights: excluded from the run id so reruns, requeues and later
+# evaluations with other tasks or eval settings share one run (tasks record their own settings).
+NON_TRAINING_SECTIONS = ("eval",)
+NON_SEMANTIC = {"tasks",
+    "out", "include", "model.vae_path", "model.t5_path", "objective.repa_teacher_path", "data.root",
     "data.num_workers", "train.ckpt_every", "train.log_every", "train.device", "train.threads",
-    "train.compile", "eval.batch_size", "model.grad_checkpoint",
+    "train.compile", "model.grad_checkpoint",
 }
 
 
 def config_hash(cfg: RunConfig) -> str:
     d = cfg.to_dict()
+    for sec in NON_TRAINING_SECTIONS:
+        d.pop(sec, None)
     for key in NON_SEMANTIC:
         parts = key.split(".")
         if len(parts) == 1:

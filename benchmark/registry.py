@@ -76,7 +76,15 @@ class Registry(Generic[T]):
         if self._builtins_loaded:
             return
         for mod in self.builtin_modules:
-            importlib.import_module(mod)
+            if mod.endswith(".*"):  # every module of a package: a new built-in is one new file, no edit here
+                import pkgutil
+
+                pkg = importlib.import_module(mod[:-2])
+                for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+                    if not info.name.startswith("_") and info.name != "base":
+                        importlib.import_module(f"{mod[:-2]}.{info.name}")
+            else:
+                importlib.import_module(mod)
         self._builtins_loaded = True
 
     def _load_entry_points(self) -> None:
@@ -113,7 +121,10 @@ class Registry(Generic[T]):
 
     # -- lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> T:
+        """The plugin called ``name``; a task may carry a variant, ``fid/coco`` -> the ``fid`` task."""
         self._load()
+        if self.kind == "task":
+            name = name.split("/", 1)[0]
         if name not in self._items:
             raise UnknownPluginError(self.unknown_message(name))
         return self._items[name]
@@ -165,7 +176,7 @@ objectives: Registry[Any] = Registry(
     ("objectives.clip", "objectives.mar", "objectives.fluid", "objectives.repa", "objectives.dream"),
 )
 schedules: Registry[Any] = Registry("schedule", "dream_bench.schedules", ("objectives.schedules",))
-tasks: Registry[Any] = Registry("task", "dream_bench.tasks", ("tasks.lp",))
+tasks: Registry[Any] = Registry("task", "dream_bench.tasks", ("tasks.*",))
 
 register_objective = objectives.register
 register_schedule = schedules.register

@@ -37,7 +37,15 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
     if rec_path.exists() and not force:
         old = RunRecord.load(rec_path)
         if old.data.get("status") == "completed" and not resume:
-            print(f"run {rid} is already completed: {rec_path} (use --force to redo it)")
+            missing = [t for t in cfg.tasks if t not in old.data.get("metrics", {})]
+            print(f"run {rid} is already completed: {rec_path} (use --force to redo it)"
+                  + (f"; evaluating the tasks it lacks: {', '.join(missing)}" if missing else ""))
+            if missing:  # the run id ignores tasks and eval settings: a completed run only gains tasks
+                comps, _, rec = load_run(run_dir, use_ema=cfg.eval.use_ema)
+                rec.data["config"]["eval"] = cfg.to_dict()["eval"]
+                evaluate(comps, cfg, rec, missing)
+                rec.save()
+                print_summary(rec)
             return run_dir
         if (run_dir / "checkpoint.pt").exists() and not resume:
             raise RunExistsError(f"run {rid} has a checkpoint in {run_dir}: pass --resume to continue it, "
@@ -74,7 +82,8 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
 
 def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list[str]) -> None:
     for name in task_names:
-        task = registry.tasks.get(name)()
+        variant = name.split("/", 1)[1] if "/" in name else None  # "fid/coco": task fid, variant coco
+        task = registry.tasks.get(name)(variant=variant)
         t0 = time.time()
         metrics = task.run(comps, cfg)
         rec.set_task(name, task.version, metrics, dict(task.higher_is_better), time.time() - t0, task.extra())

@@ -10,12 +10,18 @@ import torch
 class Task:
     """``run(model, cfg) -> {metric: float}``. ``model`` is a ``benchmark.train.Components`` holding the
     trained backbone + objective (EMA weights when ``eval.use_ema``), the tokenizer and text encoders.
-    Bump ``version`` whenever the protocol changes: tables refuse to mix versions."""
+    Bump ``version`` whenever the protocol changes: tables refuse to mix versions.
+
+    A task may be asked for with a variant, ``--tasks fid/coco``: the runner builds ``Task(variant="coco")``
+    and stores the metrics under the full name ``fid/coco`` (the tables' ``fid/coco.fid``)."""
 
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     higher_is_better: ClassVar[dict[str, bool]] = {}
     requires: ClassVar[tuple[str, ...]] = ()  # dataset keys; a missing one raises a clear error
+
+    def __init__(self, variant: str | None = None) -> None:
+        self.variant = variant
 
     def run(self, model: Any, cfg: Any) -> dict[str, float]:
         raise NotImplementedError

@@ -54,4 +54,6 @@ def test_run_id_is_stable_and_semantic():
     assert run_id(a).startswith("dream-wm-tiny-synthetic-") and run_id(a).endswith("-s0")
     assert run_id(cfg_for("dream", overrides={"out": "/elsewhere", "train.log_every": "3"})) == run_id(a)
     assert run_id(cfg_for("dream", overrides={"schedule.sigma": "0.55"})) != run_id(a)
+    # tasks and eval settings do not change the trained weights: one run, evaluated later with more tasks
+    assert run_id(cfg_for("dream", overrides={"tasks": "lp,none_such", "eval.cfg": "5"})) == run_id(a)
     assert run_id(cfg_for("dream", overrides={"seed": "1"})).endswith("-s1")

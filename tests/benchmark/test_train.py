@@ -59,6 +59,11 @@ def test_rerun_is_idempotent_and_checkpoint_requires_resume(tmp_path):
     mtime = (run / "checkpoint.pt").stat().st_mtime
     execute(cfg)  # completed: nothing is redone
     assert (run / "checkpoint.pt").stat().st_mtime == mtime
+    # asking a completed run for a task it lacks evaluates only that task (same run id), no retraining
+    more = make_cfg(tmp_path, **{"train.steps": 4, "train.ckpt_every": 2, "tasks": "lp", "eval.lp_epochs": 2})
+    assert execute(more) == run
+    rec = json.loads((run / "record.json").read_text())
+    assert (run / "checkpoint.pt").stat().st_mtime == mtime and "top1" in rec["metrics"]["lp"]
 
 
 def test_kill_and_resume_through_the_cli(tmp_path):
