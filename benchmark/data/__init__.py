@@ -57,59 +57,13 @@ class SyntheticTrainData:
         return {"images": images, "captions": captions, "index": idx}
 
 
-CC12M_HELP = (
-    "CC12M is read from webdataset shards in the img2dataset layout ({00000..NNNNN}.tar holding "
-    "<key>.jpg/<key>.txt/<key>.json). Make them with: img2dataset --url_list cc12m.tsv --input_format tsv "
-    "--url_col url --caption_col caption --output_format webdataset --output_folder /data/cc12m "
-    "--image_size 256 --resize_mode center_crop, then pass --set data.root=/data/cc12m or export "
-    "DREAM_BENCH_DATA=/data/cc12m."
-)
-
-
-def cc12m_shards(root: str) -> list[str]:
-    root = root or os.environ.get("DREAM_BENCH_DATA", "")
-    shards = sorted(Path(root).glob("*.tar")) if root else []
-    if not shards:
-        raise FileNotFoundError(f"no CC12M shards found at {root or '(data.root is empty)'}. {CC12M_HELP}")
-    return [str(s) for s in shards]
-
-
-class CC12MTrainData:
-    """Streaming webdataset reader: centre crop + flip (§4.1). Order is not step-addressable, so resume
-    restarts the stream with a step-dependent shuffle seed (the standard webdataset trade-off)."""
-
-    def __init__(self, root: str, seed: int, image_size: int, hflip: bool = True, num_workers: int = 8) -> None:
-        self.shards = cc12m_shards(root)
-        self.seed, self.image_size, self.hflip, self.num_workers = seed, image_size, hflip, num_workers
-        self._it = None
-
-    def _stream(self, start_step: int, batch_size: int):
-        import webdataset as wds
-        from torchvision import transforms as T
-
-        tf = T.Compose([T.Resize(self.image_size, interpolation=T.InterpolationMode.BICUBIC),
-                        T.CenterCrop(self.image_size), T.PILToTensor()])
-        ds = (wds.WebDataset(self.shards, resampled=True, shardshuffle=False, seed=self.seed + start_step,
-                             handler=wds.warn_and_continue)
-              .shuffle(1000).decode("pil", handler=wds.warn_and_continue)
-              .to_tuple("jpg;png;jpeg", "txt", handler=wds.warn_and_continue)
-              .map_tuple(tf, lambda s: s).batched(batch_size, partial=False))
-        loader = wds.WebLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
-        return iter(loader)
-
-    def batch(self, step: int, batch_size: int) -> dict[str, Any]:
-        if self._it is None:
-            self._it = self._stream(step, batch_size)
-        images, captions = next(self._it)
-        images = images.float() / 127.5 - 1.0
-        if self.hflip:
-            flip = torch.rand(len(images), generator=step_generator(self.seed, step, 1)) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        return {"images": images, "captions": list(captions)}
+from benchmark.data.cc12m import CC12M_HELP, CC12MTrainData, cc12m_shards  # noqa: E402,F401  (re-exported)
 
 
 def build_train_data(cfg) -> SyntheticTrainData | CC12MTrainData:
     d = cfg.data
     if d.name == "synthetic":
         return SyntheticTrainData(d.n_train, cfg.seed, cfg.model.image_size, d.hflip)
-    return CC12MTrainData(d.root, cfg.seed, cfg.model.image_size, d.hflip, d.num_workers)
+    return CC12MTrainData(d.root, cfg.seed, cfg.model.image_size, d.hflip, d.num_workers, shards=d.shards,
+                          cached=d.cached, cache_dir=d.cache_dir, shuffle_buffer=d.shuffle_buffer,
+                          resampled=d.resampled)
