@@ -118,6 +118,12 @@ class DataConfig:
     n_eval: int = 2048
     num_workers: int = 8
     hflip: bool = True  # §4.1 horizontal flip
+    # -- data and caching (issue 8) --
+    shards: str = ""  # shard names under root in brace notation, e.g. "{00000..01242}.tar"; "" = every *.tar
+    cached: bool = False  # read the feature cache (python -m benchmark cache) instead of the raw shards
+    cache_dir: str = ""  # feature-cache shards; "" = <root>/cache, beside the images
+    shuffle_buffer: int = 1000  # webdataset sample shuffle buffer (per loader worker)
+    resampled: bool = True  # shards drawn with replacement per (rank, worker) seed; false = exact epochs
 
 
 @dataclass
@@ -359,6 +365,12 @@ def validate(cfg: RunConfig) -> None:
     # -- representation tasks (issue 4) --
     # -- dense probes (issue 5) --
     # -- data and caching (issue 8) --
+    check(d.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {d.shuffle_buffer}")
+    check(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
+    check(not d.cached or d.name == "cc12m", "data.cached=true needs data.name=cc12m (the synthetic data is in memory)")
+    check(not d.cached or m.tokenizer == "sd_vae",
+          "data.cached=true needs model.tokenizer=sd_vae: the cache holds VAE latents")
+    check(not d.cached or o.name != "repa", "data.cached=true does not store images; REPA's teacher needs them")
 
 
 def build_config(
@@ -401,7 +413,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
 # evaluations with other tasks or eval settings share one run (tasks record their own settings).
 NON_TRAINING_SECTIONS = ("eval",)
 NON_SEMANTIC = {"tasks",
-    "out", "include", "model.vae_path", "model.t5_path", "objective.repa_teacher_path", "data.root",
+    "out", "include", "model.vae_path", "model.t5_path", "objective.repa_teacher_path", "data.root", "data.cache_dir",
     "data.num_workers", "train.ckpt_every", "train.log_every", "train.device", "train.threads",
     "train.compile", "model.grad_checkpoint",
 }

@@ -107,20 +107,33 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Components:
 
 
 def prepare_batch(comps: Components, raw: dict[str, Any], step: int, micro: int = 0) -> dict[str, Any]:
-    """Images -> tokens, captions -> T5 features and CLIP token ids, caption dropout draws."""
+    """Images -> tokens, captions -> T5 features and CLIP token ids, caption dropout draws.
+
+    A batch from the feature cache (``data.cached``) carries VAE ``moments`` (of the crop or its flip),
+    ``t5``/``t5_valid`` and ``clip_ids`` instead: only the posterior sample is drawn here, from the same
+    global RNG as the raw path's VAE encode, so both paths train on the same tokens."""
     cfg, dev = comps.cfg, comps.device
-    images = raw["images"].to(dev, non_blocking=True)
     gen = step_generator(cfg.seed, step, 10 + micro)
-    batch: dict[str, Any] = {"images": images, "captions": raw["captions"]}
-    batch["tokens"] = comps.tokenizer.encode(images, generator=None)
+    batch: dict[str, Any] = {"captions": raw["captions"]}
+    if "moments" in raw:
+        batch["tokens"] = comps.tokenizer.sample_moments(raw["moments"].to(dev, non_blocking=True))
+    else:
+        batch["images"] = raw["images"].to(dev, non_blocking=True)
+        batch["tokens"] = comps.tokenizer.encode(batch["images"], generator=None)
+    n = batch["tokens"].shape[0]
     needs = comps.objective.needs
     if comps.t5 is not None:
-        t5, valid = comps.t5.encode(raw["captions"])
-        batch["t5"], batch["t5_valid"], batch["t5_null"] = t5.to(dev), valid.to(dev), comps.t5_null
-        drop = torch.rand(len(images), generator=gen) < cfg.train.caption_dropout
+        if "t5" in raw:
+            t5, valid = raw["t5"], raw["t5_valid"]
+        else:
+            t5, valid = comps.t5.encode(raw["captions"])
+        batch["t5"], batch["t5_null"] = t5.to(dev, non_blocking=True), comps.t5_null
+        batch["t5_valid"] = valid.to(dev, non_blocking=True)
+        drop = torch.rand(n, generator=gen) < cfg.train.caption_dropout
         batch["caption_drop"] = drop.to(dev)
     if "clip_text" in needs:
-        batch["clip_ids"] = comps.objective.clip.tokenizer(raw["captions"]).to(dev)
+        ids = raw["clip_ids"] if "clip_ids" in raw else comps.objective.clip.tokenizer(raw["captions"])
+        batch["clip_ids"] = ids.to(dev, non_blocking=True)
     return batch
 
 
