@@ -26,8 +26,17 @@ FORMATS = ("md", "csv", "latex", "json")
 # Current version of each task; a record whose task has another version is never mixed into a table.
 TASK_VERSIONS: dict[str, int] = {"lp": 1, "ft": 1, "robustness": 1, "fewshot": 1, "seg": 1, "depth": 1, "fid": 1,
                                  "clip_score": 1, "zeroshot": 1, "sad": 1}
-MARK = "†"
+MARK = "†"  # a row whose runs used another setting than the paper's (e.g. tiny on synthetic)
+OTHER = "‡"  # a cell holding another metric than the paper's (synthetic stand-ins for FID / CLIP score)
 MISSING = "—"
+# Metrics the generation tasks report on synthetic data instead of FID / CLIP score (issue 3's contract).
+# They are shown with OTHER and never compared with the paper's number.
+OTHER_METRICS = {
+    "fd_ref": "Fréchet distance in a synthetic reference network's features, not FID",
+    "agreement": "caption agreement (%) of a synthetic reference classifier, not CLIP score",
+}
+# Tasks whose metrics `bench sample` writes (not a `--tasks` entry): Tables 6 and 17.
+SAMPLE_TASKS = ("sad",)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,9 @@ class ColSpec:
     scale: float = 1.0
     higher_is_better: bool = True
     tolerance: float = 0.5  # absolute points
+    # other metrics (same "<variant>.<metric>" form) shown when the record lacks ``metric``: the synthetic-data
+    # stand-ins of OTHER_METRICS, marked OTHER and with no Δ
+    fallback: tuple[str, ...] = ()
 
     @property
     def variant(self) -> str:
@@ -45,7 +57,12 @@ class ColSpec:
 
     @property
     def task(self) -> str:
-        return self.variant.split("/", 1)[0].split("@", 1)[0]
+        return _task(self.variant)
+
+
+def _task(variant: str) -> str:
+    """"fid/coco" -> "fid", "lp@12" -> "lp", "sad/k1-nfe64-self" -> "sad"."""
+    return variant.split("/", 1)[0].split("@", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,17 @@ class RowSpec:
     label: str
     match: dict[str, Any]  # required: dotted keys into the record
     paper: dict[str, Any] = field(default_factory=lambda: {"preset": "L", "data": "cc12m", "recipe": "official"})
+    # the metric variant that replaces the columns' task variant for this row, e.g. "sad/k9-nfe128-self"
+    # (Tables 6, 17: `bench sample` writes one variant per decoding setting into one run's record)
+    variant: str | None = None
+
+    def metrics(self, col: ColSpec) -> list[str]:
+        """The record keys ("<variant>.<metric>") that fill ``col`` in this row, primary first."""
+        keys = [col.metric, *col.fallback]
+        if self.variant is None:
+            return keys
+        return [f"{self.variant}.{k.split('.', 1)[1]}" if _task(k.split(".", 1)[0]) == _task(self.variant) else k
+                for k in keys]
 
     def matches(self, rec: dict[str, Any]) -> bool:
         return all(_eq(_get(rec, k), v) for k, v in self.match.items())
@@ -74,19 +102,30 @@ class TableSpec:
         return PAPER_DIR / f"table_{self.number:02d}.csv"
 
     def tasks(self) -> list[str]:
+        """The task names of the columns (for version checks)."""
         return list(dict.fromkeys(c.task for c in self.columns))
+
+    def run_tasks(self) -> list[str]:
+        """The ``--tasks`` entries that fill the columns (task variants; `bench sample` ones excluded)."""
+        return list(dict.fromkeys(c.variant for c in self.columns if c.task not in SAMPLE_TASKS))
 
     def overrides(self, row: RowSpec) -> dict[str, Any]:
         """The config override dict that fills ``row`` (used by ``sweep``)."""
         m = row.match
         recipe = row.paper.get("recipe", "official")
         # DREAM's official defaults (BASE) need no --set; every other config key in the match is spelled out
-        implied = BASE if m.get("objective", "dream") == "dream" and recipe == "official" else {}
-        sets = {k[len("config."):]: v for k, v in m.items()
+        implied = {}
+        if m.get("objective", "dream") == "dream":  # the recipes' defaults need no --set (paper: sigma 0.55)
+            implied = {**BASE, "config.schedule.sigma": 0.55} if recipe == "paper" else BASE
+        sets = {k[len("config."):]: v for k, v in {**m, **row.paper}.items()
                 if k.startswith("config.") and not (k in implied and _eq(implied[k], v))}
+        for k, (field_, _, _) in DERIVED.items():  # e.g. a warm-up fraction -> schedule.warmup_epochs of 48
+            if k in m and not (k in implied and _eq(implied[k], m[k])):
+                sets[field_] = round(m[k] * ABL_EPOCHS, 6)
         return {"objective": m.get("objective", "dream"), "schedule": m.get("schedule"),
                 "preset": row.paper.get("preset", "L"), "data": row.paper.get("data", "cc12m"),
-                "recipe": recipe, "set": sets, "tasks": self.tasks()}
+                "recipe": recipe, "set": sets, "tasks": self.run_tasks(),
+                "sample": row.variant is not None}
 
     def grid(self) -> list[dict[str, Any]]:
         return [self.overrides(r) for r in self.rows]
@@ -98,15 +137,26 @@ class TableSpec:
             parts.append(f"--schedule {o['schedule']}")
         parts += [f"--preset {o['preset']}", f"--data {o['data']}", f"--recipe {o['recipe']}"]
         parts += [f"--set {k}={_fmt_value(v)}" for k, v in o["set"].items()]
-        parts.append(f"--tasks {','.join(o['tasks'])}")
-        return " ".join(parts)
+        parts.append(f"--tasks {','.join(o['tasks']) or 'none'}")
+        cmd = " ".join(parts)
+        return cmd + " && python -m benchmark bench sample --run <run dir>" if o["sample"] else cmd
 
 
 def _fmt_value(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
+# Keys computed from the record. The masking warm-up is matched as a fraction of training (36 of 48 epochs in the
+# released recipe, Table 21) so that presets with other epoch counts (tiny: 3 of 4) keep the paper's proportion.
+ABL_EPOCHS = 48.0  # training epochs of the ablation runs (official recipe, Table 21)
+DERIVED = {"derived.warmup_frac": ("schedule.warmup_epochs", "schedule.warmup_epochs", "train.epochs")}
+
+
 def _get(rec: dict[str, Any], key: str) -> Any:
+    if key in DERIVED:
+        _, num, den = DERIVED[key]
+        a, b = _get(rec, f"config.{num}"), _get(rec, f"config.{den}")
+        return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
     cur: Any = rec
     for part in key.split("."):
         if not isinstance(cur, dict) or part not in cur:
@@ -122,32 +172,46 @@ def _eq(a: Any, b: Any) -> bool:
 
 
 # ---------------------------------------------------------------- specs
-def _c(label: str, metric: str, fmt: str = ".1f", hib: bool = True, tol: float = 0.5) -> ColSpec:
-    return ColSpec(label, metric, fmt, 1.0, hib, tol)
+def _c(label: str, metric: str, fmt: str = ".1f", hib: bool = True, tol: float = 0.5,
+       fallback: tuple[str, ...] = ()) -> ColSpec:
+    return ColSpec(label, metric, fmt, 1.0, hib, tol, fallback)
 
 
+# On synthetic data the generation tasks store fd_ref / agreement under the task name used ("fid", "fid/cc12m"):
+# the CC12M columns (the training distribution) also take the default variant, the COCO ones only their own.
+CC12M_FID = ("fid/cc12m.fd_ref", "fid.fd_ref")
+CC12M_CS = ("clip_score/cc12m.agreement", "clip_score.agreement")
 LP = _c("LP", "lp.top1")
-FID = _c("FID", "fid/cc12m.fid", ".2f", False, 0.1)
+FID = _c("FID", "fid/cc12m.fid", ".2f", False, 0.1, CC12M_FID)
 MAIN = {"preset": "L", "data": "cc12m", "recipe": "paper"}  # Tables 1-3, 9: main results (§4, sigma 0.55)
 ABL = {"preset": "L", "data": "cc12m", "recipe": "official"}  # ablations: DREAM-L, sigma 0.45 (§5)
 # The DREAM-L ablation default (§5, Table 21): every ablation row differs from it in one field.
 BASE = {"objective": "dream", "schedule": "wm", "config.schedule.sigma": 0.45, "config.objective.gamma": 0.5,
         "config.objective.phi": 0.75, "config.objective.clip_weight": 0.005, "config.objective.clip_pool": "all",
-        "config.objective.clip_layer": 0}
+        "config.objective.clip_layer": 0, "derived.warmup_frac": 36 / 48}
+# §4: DREAM's main results use sigma 0.55 and the defaults otherwise; in the row's setting, not its match, so
+# that any DREAM-WM run can show there (marked) and the one closest to the paper's is chosen
+MAIN_DREAM = {**MAIN, **{k: v for k, v in BASE.items() if k.startswith("config.")}, "config.schedule.sigma": 0.55}
 MAIN_ROWS = [RowSpec("MAR", {"objective": "mar"}, MAIN), RowSpec("FLUID", {"objective": "fluid"}, MAIN),
              RowSpec("CLIP", {"objective": "clip", "schedule": "none"}, MAIN),
-             RowSpec("REPA", {"objective": "repa"}, MAIN),
-             RowSpec("DREAM", {"objective": "dream", "schedule": "wm"}, MAIN)]
-GEN = [_c("CC12M FID", "fid/cc12m.fid", ".2f", False, 0.1), _c("CC12M CS", "clip_score/cc12m.cs"),
-       _c("COCO FID", "fid/coco.fid", ".2f", False, 0.2), _c("COCO CS", "clip_score/coco.cs")]
+             # §4.3: REPA aligns layer 6 with CLIP-L; in the row's setting, so other teachers/layers show marked
+             RowSpec("REPA", {"objective": "repa"},
+                     {**MAIN, "config.objective.repa_teacher": "clip_l", "config.objective.repa_layer": 6}),
+             RowSpec("DREAM", {"objective": "dream", "schedule": "wm"}, MAIN_DREAM)]
+GEN = [_c("CC12M FID", "fid/cc12m.fid", ".2f", False, 0.1, CC12M_FID),
+       _c("CC12M CS", "clip_score/cc12m.cs", fallback=CC12M_CS),
+       _c("COCO FID", "fid/coco.fid", ".2f", False, 0.2, ("fid/coco.fd_ref",)),
+       _c("COCO CS", "clip_score/coco.cs", fallback=("clip_score/coco.agreement",))]
 EXTERNAL = {"preset": "external", "data": "cc12m", "recipe": "paper"}  # rows of Table 1 we cannot reproduce
 FEWSHOT_SETS = [("DTD", "dtd"), ("Caltech-256", "caltech256"), ("SUN397", "sun397"), ("Food-101", "food101"),
                 ("VOC2007", "voc2007"), ("STL-10", "stl10"), ("Flowers", "flowers"), ("UC Merced", "ucmerced"),
                 ("EuroSAT", "eurosat"), ("Country211", "country211"), ("RESISC45", "resisc45"), ("Dogs", "dogs"),
                 ("MIT Indoors", "mit_indoors"), ("IN-1K", "imagenet"), ("Average", "avg")]
-# Semantically Aligned Decoding settings (Tables 6, 17): eval.sad_k candidates, eval.sad_nfe encoder passes,
-# eval.sad_rerank "self" | "clip" (external CLIP) -- config fields the SAD issue adds.
-SAD = {**BASE}
+# Semantically Aligned Decoding (Tables 6, 17): `python -m benchmark bench sample --run <DREAM ablation run>` writes
+# one entry per decoding setting, metrics["sad/k{K}-nfe{NFE}-{self|clip}"] = {throughput (img/s), fid | fd_ref,
+# cs | agreement}; K candidates, NFE encoder passes, reranked by DREAM's own text encoder or an external CLIP.
+SAD_COLS = [_c("Throughput", "sad.throughput", ".2f", True, 0.1), _c("FID", "sad.fid", ".2f", False, 0.1, ("sad.fd_ref",)),
+            _c("CLIP", "sad.cs", fallback=("sad.agreement",))]
 
 
 def _ablation(n: int, title: str, key: str, values: list[tuple[str, Any]], cols: list[ColSpec] | None = None) -> TableSpec:
@@ -156,8 +220,7 @@ def _ablation(n: int, title: str, key: str, values: list[tuple[str, Any]], cols:
 
 
 def _sad_row(label: str, k: int, nfe: int, rerank: str = "self") -> RowSpec:
-    m = {**SAD, "config.eval.sad_k": k, "config.eval.sad_nfe": nfe, "config.eval.sad_rerank": rerank}
-    return RowSpec(label, m, ABL)
+    return RowSpec(label, BASE, ABL, variant=f"sad/k{k}-nfe{nfe}-{rerank}")
 
 
 TABLES: dict[int, TableSpec] = {t.number: t for t in [
@@ -165,7 +228,7 @@ TABLES: dict[int, TableSpec] = {t.number: t for t in [
         *[RowSpec(m, {"objective": m}, EXTERNAL) for m in
           ("LPL", "SDXL", "mmDiT-SD3", "mmDiT-Imp", "GALIP", "SCAD", "MAE-L/16", "M3AE-L/16", "SimCLR-L/16",
            "StableRep-L/16", "LaCLIP-L/16", "4M-L")],
-        RowSpec("DREAM", {"objective": "dream", "schedule": "wm"}, MAIN)],
+        RowSpec("DREAM", {"objective": "dream", "schedule": "wm"}, MAIN_DREAM)],
         [_c("LP", "lp.top1"), _c("FT", "ft.top1"), *GEN]),
     TableSpec(2, "Unified evaluation of visual understanding and text-to-image generation", MAIN_ROWS, [
         _c("LP IN-1K", "lp.top1"), _c("FT IN-1K", "ft.top1"), _c("IN-A", "robustness.in_a"),
@@ -185,8 +248,7 @@ TABLES: dict[int, TableSpec] = {t.number: t for t in [
         _sad_row("64 NFE: DREAM (K=1)", 1, 64), _sad_row("128 NFE: DREAM (K=1)", 1, 128),
         _sad_row("128 NFE: DREAM (K=2 w/ Ext. CLIP)", 2, 128, "clip"),
         _sad_row("128 NFE: DREAM (K=9 w/ SD)", 9, 128), _sad_row("128 NFE: DREAM (K=17 w/ SD)", 17, 128)],
-        [_c("Throughput", "sad.throughput", ".2f", True, 0.1), _c("FID", "fid/cc12m.fid", ".2f", False, 0.1),
-         _c("CLIP", "clip_score/cc12m.cs")]),
+        SAD_COLS),
     TableSpec(7, "Layer to align with the pretrained CLIP encoder (REPA)", [
         RowSpec(str(layer), {"objective": "repa", "config.objective.repa_teacher": "clip_l",
                              "config.objective.repa_layer": layer}, {**ABL, "recipe": "paper"}) for layer in (4, 6, 8)],
@@ -204,8 +266,8 @@ TABLES: dict[int, TableSpec] = {t.number: t for t in [
           [("0.35", 0.35), ("0.45", 0.45), ("0.55", 0.55)]],
         RowSpec("UNI", {**{k: v for k, v in BASE.items() if k != "config.schedule.sigma"}, "schedule": "uni"}, ABL)],
         [LP, FID]),
-    _ablation(11, "Masking warm-up duration (epochs)", "config.schedule.warmup_epochs",
-              [("30", 30.0), ("36", 36.0), ("42", 42.0)]),
+    _ablation(11, "Masking warm-up duration (epochs of 48)", "derived.warmup_frac",
+              [("30", 30 / 48), ("36", 36 / 48), ("42", 42 / 48)]),
     _ablation(12, "Minimum masking ratio for diffusion loss (gamma)", "config.objective.gamma",
               [("0", 0.0), ("0.25", 0.25), ("0.5", 0.5), ("0.75", 0.75)]),
     _ablation(13, "Maximum masking ratio for CLIP loss (phi)", "config.objective.phi",
@@ -216,9 +278,11 @@ TABLES: dict[int, TableSpec] = {t.number: t for t in [
               [("All Tokens", "all"), ("Buffer Tokens", "buffer")]),
     # layer 12 = the last encoder block of the paper's L encoder; clip_layer 0 means "last" in our config
     _ablation(16, "CLIP loss layer", "config.objective.clip_layer", [("6", 6), ("8", 8), ("10", 10), ("12", 0)]),
+    # K=1: the paper's cell (4.57 / 29.1) is the default 64-step decoding without SD (= Table 6's 64-NFE row and the
+    # ablation default FID), not Table 6's 128-NFE K=1 row (4.34 / 29.4); the others use the 128-NFE budget
     TableSpec(17, "Effect of number of candidates (K), 128 NFE", [
-        _sad_row(str(k), k, 128) for k in (1, 5, 9, 17)],
-        [_c("FID", "fid/cc12m.fid", ".2f", False, 0.1), _c("CS", "clip_score/cc12m.cs")]),
+        _sad_row("1", 1, 64), *[_sad_row(str(k), k, 128) for k in (5, 9, 17)]],
+        [SAD_COLS[1], _c("CS", "sad.cs", fallback=("sad.agreement",))]),
 ]}
 
 
@@ -237,28 +301,39 @@ def paper_values(n: int) -> dict[tuple[str, str], str]:
     return out
 
 
-def _version_ok(rec: dict[str, Any], tasks: list[str]) -> bool:
+def _version_problems(rec: dict[str, Any], tasks: list[str]) -> list[str]:
+    """The tasks of ``tasks`` this record holds in another version than TASK_VERSIONS ("lp v7 (current v1)")."""
+    out = []
     for name, info in (rec.get("tasks") or {}).items():
-        base = name.split("/", 1)[0].split("@", 1)[0]
+        base = _task(name)
         if base in tasks and isinstance(info, dict) and info.get("version") != TASK_VERSIONS.get(base):
-            return False
-    return True
+            out.append(f"{name} v{info.get('version')} (current v{TASK_VERSIONS.get(base)})")
+    return out
 
 
-def load_records(runs_dir: str | Path, tasks: list[str] | None = None) -> list[dict[str, Any]]:
-    """Completed records whose versions of ``tasks`` (all tasks if None) are current; sorted by run_id."""
+def load_records(runs_dir: str | Path, tasks: list[str] | None = None,
+                 rejected: list[tuple[dict[str, Any], str]] | None = None) -> list[dict[str, Any]]:
+    """Completed records whose versions of ``tasks`` (all tasks if None) are current; sorted by path.
+
+    The others are appended to ``rejected`` as (record, reason) when a list is given.
+    """
     recs = []
     for p in sorted(Path(runs_dir).glob("*/record.json")):
         try:
             rec = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if rec.get("status") != "completed":
-            continue
-        if not _version_ok(rec, tasks if tasks is not None else list(TASK_VERSIONS)):
-            continue
         rec["_dir"] = str(p.parent)
-        recs.append(rec)
+        problems = _version_problems(rec, tasks if tasks is not None else list(TASK_VERSIONS))
+        if rec.get("status") != "completed":
+            reason = f"status {rec.get('status')}"
+        elif problems:
+            reason = "task version " + ", ".join(problems)
+        else:
+            recs.append(rec)
+            continue
+        if rejected is not None:
+            rejected.append((rec, reason))
     return recs
 
 
@@ -271,6 +346,8 @@ class Cell:
     paper: float | None
     delta: float | None
     paper_text: str | None = None  # the paper's value as printed
+    metric: str | None = None  # the record key the value comes from ("lp.top1", or a fallback "fid.fd_ref")
+    other: bool = False  # another metric than the paper's (OTHER_METRICS): shown with OTHER, no Δ
 
 
 @dataclass
@@ -282,52 +359,109 @@ class Row:
     cells: dict[str, Cell]
 
 
+def _assign(spec: TableSpec, recs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each record fills the first row it matches; rows with another metric variant (Tables 6, 17) are separate."""
+    assigned: dict[str, list[dict[str, Any]]] = {r.label: [] for r in spec.rows}
+    for rec in recs:
+        taken: set[str | None] = set()
+        for row in spec.rows:
+            if row.variant not in taken and row.matches(rec):
+                assigned[row.label].append(rec)
+                taken.add(row.variant)
+    return assigned
+
+
+def _cell(rs: RowSpec, c: ColSpec, df: Any, paper_text: str | None, no_delta: bool) -> Cell:
+    """One cell from the row's records flattened by ``pd.json_normalize(sep="\\x00")`` (metric keys hold dots)."""
+    import pandas as pd
+
+    vals, used = pd.Series([], dtype=float), None
+    for key in rs.metrics(c):  # the first key any run has; values of different keys are never mixed
+        variant, metric = key.split(".", 1)
+        col = "\x00".join(["metrics", variant, metric])
+        if col in df:
+            vals = pd.to_numeric(df[col], errors="coerce").dropna() * c.scale
+            if len(vals):
+                used = key
+                break
+    mean = float(vals.mean()) if len(vals) else None
+    std = float(vals.std(ddof=1)) if len(vals) > 1 else None
+    p = None if paper_text is None else float(paper_text)
+    other = used is not None and used.split(".", 1)[1] in OTHER_METRICS
+    delta = None if mean is None or p is None or other or no_delta else (mean - p) * (1 if c.higher_is_better else -1)
+    return Cell(_r(mean), _r(std), int(len(vals)), p, _r(delta), paper_text, used, other)
+
+
+def _setting(rec: dict[str, Any]) -> str:
+    """The record's training config without the seed: runs that share it are seeds of one setting."""
+    from benchmark.config import NON_SEMANTIC, NON_TRAINING_SECTIONS
+
+    cfg = json.loads(json.dumps(rec.get("config") or {}))
+    for key in ("seed", *NON_TRAINING_SECTIONS, *NON_SEMANTIC):
+        sec, _, name = key.rpartition(".")
+        d = cfg.get(sec) if sec else cfg
+        if isinstance(d, dict):
+            d.pop(name, None)
+    return json.dumps(cfg, sort_keys=True)
+
+
+def _choose(rs: RowSpec, group: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The runs a row shows: the seeds of one setting, the paper's if present, else the one closest to it
+    (fewest fields off the paper's, then most seeds); never an average over different settings."""
+    settings: dict[str, list[dict[str, Any]]] = {}
+    for r in group:
+        settings.setdefault(_setting(r), []).append(r)
+    if not settings:
+        return [], []
+    best = min(settings.values(), key=lambda g: (len(rs.differs(g[0])), "data" in rs.differs(g[0]), -len(g)))
+    return best, [r for r in group if r not in best]
+
+
 def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[str]]:
+    """Rows of table ``n`` from the records under ``runs_dir``, and notes (missing runs/cells, excluded records)."""
     import pandas as pd
 
     spec = TABLES[n]
     paper = paper_values(n)
-    recs = load_records(runs_dir, spec.tasks())
-    assigned: dict[str, list[dict[str, Any]]] = {r.label: [] for r in spec.rows}
-    for rec in recs:
-        for row in spec.rows:
-            if row.matches(rec):
-                assigned[row.label].append(rec)
-                break
+    rejected: list[tuple[dict[str, Any], str]] = []
+    recs = load_records(runs_dir, spec.tasks(), rejected)
+    assigned = _assign(spec, recs)
     rows: list[Row] = []
     notes: list[str] = []
     for rs in spec.rows:
-        group = assigned[rs.label]
-        repro = [r for r in group if not rs.differs(r)]
-        use = repro or group
-        differs: dict[str, list[Any]] = {}
-        for r in use:
-            for k, v in rs.differs(r).items():
-                differs.setdefault(k, [])
-                if v not in differs[k]:
-                    differs[k].append(v)
-        df = pd.json_normalize(use) if use else pd.DataFrame()
-        cells = {}
-        for c in spec.columns:
-            col = f"metrics.{c.metric}"
-            vals = pd.to_numeric(df[col], errors="coerce").dropna() * c.scale if col in df else pd.Series([], dtype=float)
-            mean = float(vals.mean()) if len(vals) else None
-            std = float(vals.std(ddof=1)) if len(vals) > 1 else None
-            p_text = paper.get((rs.label, c.label))
-            p = None if p_text is None else float(p_text)
-            delta = None if mean is None or p is None else (mean - p) * (1 if c.higher_is_better else -1)
-            cells[c.label] = Cell(_r(mean), _r(std), int(len(vals)), p, _r(delta), p_text)
+        use, others = _choose(rs, assigned[rs.label])
+        differs: dict[str, list[Any]] = {k: [v] for k, v in rs.differs(use[0]).items()} if use else {}
+        if others and differs:  # runs of the paper's setting shown: the others are other experiments
+            notes.append(f"{rs.label}: not shown, {len(others)} run(s) in another setting: "
+                         + ", ".join(r["run_id"] for r in others))
+        # another data set than the paper's: the numbers measure another thing, so no Δ
+        no_delta = any(k == "data" or k.endswith(".data.name") for k in differs)
+        df = pd.json_normalize(use, sep="\x00") if use else pd.DataFrame()
+        cells = {c.label: _cell(rs, c, df, paper.get((rs.label, c.label)), no_delta) for c in spec.columns}
         rows.append(Row(rs.label, bool(use) and not differs, [r["run_id"] for r in use], differs, cells))
         if rs.paper.get("preset") == "external":
             continue
         if not use:
             notes.append(f"missing {rs.label}: {spec.command(rs)}")
-        else:
-            gaps = [c.task for c in spec.columns if cells[c.label].ours is None]
-            if gaps:
-                tasks = ",".join(dict.fromkeys(gaps))
-                for r in use:
-                    notes.append(f"missing {rs.label} [{tasks}]: python -m benchmark eval --run {r['_dir']} --tasks {tasks}")
+            continue
+        # cells the paper reports that no run filled: the command that fills them, per run
+        gaps = [c for c in spec.columns if cells[c.label].ours is None and (rs.label, c.label) in paper]
+        for r in use:
+            todo = []
+            for c in gaps:
+                variant = rs.metrics(c)[0].split(".", 1)[0]
+                if _task(variant) in SAMPLE_TASKS:
+                    todo.append(("sample", variant))
+                elif variant not in (r.get("tasks") or {}):  # a task that ran without this metric cannot add it
+                    todo.append(("eval", variant))
+            evals = ",".join(dict.fromkeys(v for kind, v in todo if kind == "eval"))
+            if evals:
+                notes.append(f"missing {rs.label} [{evals}]: python -m benchmark eval --run {r['_dir']} --tasks {evals}")
+            if any(kind == "sample" for kind, _ in todo):
+                notes.append(f"missing {rs.label} [{rs.variant}]: python -m benchmark bench sample --run {r['_dir']}")
+    for rec, reason in rejected:
+        if any(rs.matches(rec) for rs in spec.rows):
+            notes.append(f"excluded {rec.get('run_id')}: {reason}")
     return spec, rows, notes
 
 
@@ -344,7 +478,8 @@ def _num(v: float | None, fmt: str, signed: bool = False) -> str:
 
 def _ours(c: Cell, fmt: str) -> str:
     s = _num(c.ours, fmt)
-    return s if c.std is None else f"{s} ± {format(c.std, fmt)}"
+    s = s if c.std is None else f"{s} ± {format(c.std, fmt)}"
+    return f"{s} {OTHER}" if c.other else s
 
 
 def _label(r: Row) -> str:
@@ -358,10 +493,21 @@ def _footnotes(spec: TableSpec, rows: list[Row], notes: list[str], runs_dir: str
             what = ", ".join(f"{k}={'/'.join(map(str, v))}" for k, v in r.differs.items())
             rs = next(x for x in spec.rows if x.label == r.label)
             want = ", ".join(f"{k}={v}" for k, v in rs.paper.items())
-            out.append(f"{MARK} {r.label}: runs used {what} (paper: {want}): not a reproduction")
-    multi = [f"{r.label} (n={len(r.run_ids)})" for r in rows if len(r.run_ids) > 1]
+            why = "; no Δ: another data set" if "data" in r.differs else ""
+            out.append(f"{MARK} {r.label}: runs used {what} (paper: {want}): not a reproduction{why}")
+    others: dict[str, list[str]] = {}
+    for r in rows:
+        for label, c in r.cells.items():
+            if c.other and c.metric:
+                others.setdefault(c.metric, [])
+                if label not in others[c.metric]:
+                    others[c.metric].append(label)
+    for metric, labels in others.items():
+        out.append(f"{OTHER} {'/'.join(labels)}: {metric} = {OTHER_METRICS[metric.split('.', 1)[1]]}; no Δ")
+    multi = [f"{r.label} (n={max(c.n for c in r.cells.values())})" for r in rows
+             if max((c.n for c in r.cells.values()), default=0) > 1]
     if multi:
-        out.append("mean ± std over seeds: " + ", ".join(multi))
+        out.append("mean ± std over runs (seeds): " + ", ".join(multi))
     out += notes
     return out
 
@@ -401,7 +547,7 @@ def build_table(n: int, runs_dir: str | Path = DEFAULT_RUNS, fmt: str = "md") ->
     legend = "(each cell: ours | paper | Δ, Δ > 0 = better than the paper)"
     if fmt == "latex":
         subs = [("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#"),
-                ("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("—", "--"), (MARK, "$^\\dagger$")]
+                ("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("—", "--"), (MARK, "$^\\dagger$"), (OTHER, "$^\\ddagger$")]
 
         def esc(s: str) -> str:
             for a, b in subs:

@@ -141,15 +141,15 @@ def test_every_paper_value_against_paper_text():
 
 # ---------------------------------------------------------------- fixture records
 def _record(run_id, objective, schedule, metrics, *, preset="L", data="cc12m", recipe="official", seed=0,
-            status="completed", sigma=0.45, versions=None, **cfg_objective):
+            status="completed", sigma=0.45, warmup=36.0, versions=None, **cfg_objective):
+    """A record shaped like benchmark.records.RunRecord's (tasks keyed by the variant run)."""
     obj = {"name": objective, "clip_weight": 0.005, "gamma": 0.5, "phi": 0.75, "clip_layer": 0, "clip_pool": "all",
-           **cfg_objective}
-    tasks = {t.split(".")[0].split("/")[0]: {"version": (versions or {}).get(t.split("/")[0], 1), "status": "completed"}
-             for t in metrics}
+           "repa_teacher": "dinov2_b", "repa_layer": 8, **cfg_objective}
+    tasks = {v: {"version": (versions or {}).get(v, 1), "status": "completed"} for v in metrics}
     return {"schema": 1, "run_id": run_id, "status": status, "attempt": 1, "objective": objective, "schedule": schedule,
             "preset": preset, "recipe": recipe, "data": data, "seed": seed,
             "config": {"preset": preset, "recipe": recipe, "seed": seed, "objective": obj,
-                       "schedule": {"name": schedule, "sigma": sigma, "warmup_epochs": 36.0},
+                       "schedule": {"name": schedule, "sigma": sigma, "warmup_epochs": warmup},
                        "train": {"epochs": 48.0}, "data": {"name": data}},
             "tasks": tasks, "metrics": metrics, "higher_is_better": {}}
 
@@ -160,30 +160,74 @@ def _write(runs: Path, rec: dict) -> None:
     (d / "record.json").write_text(json.dumps(rec))
 
 
+ROB = dict(zip(["in_a", "in_r", "in_s", "in_h", "v2_mf", "v2_t7", "v2_top", "objectnet", "avg"],
+               [33.0, 55.0, 42.5, 25.5, 71.0, 79.0, 83.0, 41.0, 56.9]))
+ZS = {f"acc@{r / 10:.1f}": v for r, v in enumerate([60.0, 59.0, 57.5, 55.0, 51.0, 46.0, 40.0, 31.0, 20.0, 9.0])}
+
+
+def _records() -> list[dict]:
+    main = {"recipe": "paper", "sigma": 0.55}
+    repa_clip = {"recipe": "paper", "repa_teacher": "clip_l", "repa_layer": 6}
+    tiny = {"preset": "tiny", "data": "synthetic"}
+    sad = {"sad/k1-nfe64-self": {"throughput": 3.2, "fid": 4.6, "cs": 29.0}, "sad/k9-nfe128-self":
+           {"throughput": 1.8, "fid": 4.3, "cs": 30.0}}
+    return [
+        # main results (Tables 1-3, 9): DREAM-L paper recipe, three seeds -> mean ± std; COCO not evaluated yet
+        *[_record(f"dream-wm-L-cc12m-aaaa-s{s}", "dream", "wm",
+                  {"lp": {"top1": v}, "ft": {"top1": 82.5 + s / 10}, "robustness": ROB,
+                   "fewshot": {"dtd": 88.0, "imagenet": 95.5, "avg": 89.0 + s, "avg_ci95": 0.4},
+                   "seg": {"miou": 36.0, "pixacc": 76.0, "macc": 45.0}, "depth": {"rmse": 0.61, "arel": 0.19, "d1": 0.7},
+                   "fid/cc12m": {"fid": f}, "clip_score/cc12m": {"cs": 30.0}}, seed=s, **main)
+          for s, v, f in [(0, 72.0, 4.4), (1, 72.6, 4.3), (2, 73.2, 4.2)]],
+        _record("repa-fx-L-cc12m-abab-s0", "repa", "fx", {"lp": {"top1": 63.0}, "fid/cc12m": {"fid": 4.5},
+                "fid/coco": {"fid": 10.2}, "clip_score/coco": {"cs": 30.5}}, **repa_clip),
+        # REPA at layer 4 (Table 7): a Table 2 REPA run too, but not in the paper's setting, so not used there
+        _record("repa-fx-L-cc12m-acac-s0", "repa", "fx", {"lp": {"top1": 58.5}, "fid/cc12m": {"fid": 4.8}},
+                **{**repa_clip, "repa_layer": 4}),
+        # another preset than the paper's, same data: marked, Δ still shown
+        _record("fluid-fx-B-cc12m-adad-s0", "fluid", "fx", {"lp": {"top1": 45.0}, "fid/cc12m": {"fid": 5.0}},
+                preset="B", **main),
+        # tiny/synthetic runs: filled but marked, never a reproduction, no Δ; synthetic stand-ins for FID / CS
+        _record("clip-none-tiny-synthetic-bbbb-s0", "clip", "none", {"lp": {"top1": 31.7}, "zeroshot": ZS}, **tiny),
+        _record("fluid-fx-tiny-synthetic-cccc-s0", "fluid", "fx", {"lp": {"top1": 12.5}, "fid": {"fd_ref": 35.2},
+                "clip_score": {"agreement": 20.0}}, **tiny),
+        _record("dream-wm-tiny-synthetic-dddd-s0", "dream", "wm", {
+            "lp": {"top1": 40.0}, "fewshot": {"syn_shapes": 55.0, "avg": 55.0, "avg_std": 1.5},
+            "seg": {"miou": 20.0, "pixacc": 60.0, "macc": 30.0}, "depth": {"rmse": 0.3, "arel": 0.1},
+            "fid/cc12m": {"fd_ref": 30.1}, "clip_score/cc12m": {"agreement": 25.0}, "zeroshot": ZS,
+            "sad/k1-nfe64-self": {"throughput": 12.5, "fd_ref": 31.0, "agreement": 24.0}}, **tiny),
+        # DREAM-L ablations (official recipe, sigma 0.45)
+        _record("dream-uni-L-cc12m-eeee-s0", "dream", "uni", {"lp": {"top1": 73.0}, "fid/cc12m": {"fid": 4.95}}),
+        _record("dream-wm-L-cc12m-ffff-s0", "dream", "wm", {"lp": {"top1": 72.4}, "fid/cc12m": {"fid": 4.60}, **sad}),
+        _record("dream-wm-L-cc12m-ffff-s1", "dream", "wm", {"lp": {"top1": 72.8}, "fid/cc12m": {"fid": 4.54},
+                "sad/k1-nfe64-self": {"throughput": 3.4, "fid": 4.5, "cs": 29.2}}, seed=1),
+        _record("dream-cd-L-cc12m-gggg-s0", "dream", "cd", {"lp": {"top1": 73.3}}),  # FID not evaluated yet
+        _record("dream-wm-L-cc12m-kkkk-s0", "dream", "wm", {"lp": {"top1": 71.8}, "fid/cc12m": {"fid": 4.80}}, sigma=0.35),
+        _record("dream-wm-L-cc12m-llll-s0", "dream", "wm", {"lp": {"top1": 72.3}}, warmup=30.0),
+        _record("dream-wm-B-cc12m-mmmm-s0", "dream", "wm", {"lp": {"top1": 65.0}, "fid/cc12m": {"fid": 6.1}},
+                preset="B", gamma=0.25),
+        _record("dream-wm-L-cc12m-nnnn-s0", "dream", "wm", {"lp": {"top1": 63.0}, "fid/cc12m": {"fid": 8.9}}, phi=0.25),
+        _record("dream-wm-L-cc12m-oooo-s0", "dream", "wm", {"lp": {"top1": 72.1}, "fid/cc12m": {"fid": 4.7}},
+                clip_weight=0.01),
+        _record("dream-wm-L-cc12m-pppp-s0", "dream", "wm", {"lp": {"top1": 72.0}, "fid/cc12m": {"fid": 4.58}},
+                clip_pool="buffer"),
+        _record("dream-wm-L-cc12m-qqqq-s0", "dream", "wm", {"lp": {"top1": 66.0}, "fid/cc12m": {"fid": 4.55}}, clip_layer=6),
+        _record("clip-wm-L-cc12m-rrrr-s0", "clip", "wm", {"lp": {"top1": 70.5}}),  # CLIP-M (Table 5)
+        _record("repa-fx-L-cc12m-ssss-s0", "repa", "fx", {"lp": {"top1": 68.0}, "fid/cc12m": {"fid": 4.7}}),  # DINOv2
+        # excluded: another lp version, a run still going, a failed run
+        _record("mar-fx-L-cc12m-hhhh-s0", "mar", "fx", {"lp": {"top1": 99.0}}, versions={"lp": 7}, **main),
+        _record("dream-fx-L-cc12m-iiii-s0", "dream", "fx", {"lp": {"top1": 99.0}, "fid/cc12m": {"fid": 0.1}},
+                status="running"),
+        _record("repa-fx-L-cc12m-jjjj-s0", "repa", "fx", {"lp": {"top1": 99.0}}, status="failed",
+                **{**repa_clip, "repa_layer": 8}),
+    ]
+
+
 @pytest.fixture
 def runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative runs dir: the golden files hold "runs/<run_id>"
     r = Path("runs")
-    recs = [
-        # DREAM-L paper recipe, three seeds -> mean ± std (reproduction)
-        *[_record(f"dream-wm-L-cc12m-aaaa-s{s}", "dream", "wm", {"lp": {"top1": v}, "fid/cc12m": {"fid": f}},
-                  recipe="paper", sigma=0.55, seed=s) for s, v, f in [(0, 72.0, 4.4), (1, 72.6, 4.3), (2, 73.2, 4.2)]],
-        # tiny/synthetic runs: filled but marked, never a reproduction
-        _record("clip-none-tiny-synthetic-bbbb-s0", "clip", "none", {"lp": {"top1": 31.7}}, preset="tiny", data="synthetic"),
-        _record("fluid-fx-tiny-synthetic-cccc-s0", "fluid", "fx", {"lp": {"top1": 12.5}}, preset="tiny", data="synthetic"),
-        _record("dream-wm-tiny-synthetic-dddd-s0", "dream", "wm", {"lp": {"top1": 40.0}}, preset="tiny", data="synthetic"),
-        # DREAM-L ablations (official recipe, sigma 0.45)
-        _record("dream-uni-L-cc12m-eeee-s0", "dream", "uni", {"lp": {"top1": 73.0}, "fid/cc12m": {"fid": 4.95}}),
-        _record("dream-wm-L-cc12m-ffff-s0", "dream", "wm", {"lp": {"top1": 72.4}, "fid/cc12m": {"fid": 4.60}}),
-        _record("dream-wm-L-cc12m-ffff-s1", "dream", "wm", {"lp": {"top1": 72.8}, "fid/cc12m": {"fid": 4.54}}, seed=1),
-        _record("dream-cd-L-cc12m-gggg-s0", "dream", "cd", {"lp": {"top1": 73.3}}),  # FID not evaluated yet
-        # excluded: another lp version, and a run still going
-        _record("mar-fx-L-cc12m-hhhh-s0", "mar", "fx", {"lp": {"top1": 99.0}}, versions={"lp": 7}),
-        _record("dream-fx-L-cc12m-iiii-s0", "dream", "fx", {"lp": {"top1": 99.0}, "fid/cc12m": {"fid": 0.1}},
-                status="running"),
-        _record("repa-fx-L-cc12m-jjjj-s0", "repa", "fx", {"lp": {"top1": 99.0}}, status="failed"),
-    ]
-    for rec in recs:
+    for rec in _records():
         _write(r, rec)
     return r
 
@@ -197,7 +241,7 @@ def _golden(name: str, text: str, runs: Path) -> None:
     assert text == path.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("n,fmt", [(2, "md"), (4, "md"), (5, "md"), (10, "md"), (2, "csv"), (4, "json"), (4, "latex")])
+@pytest.mark.parametrize("n,fmt", [*[(n, "md") for n in range(1, 18)], (2, "csv"), (6, "json"), (4, "latex")])
 def test_golden(runs, n, fmt):
     _golden(f"table_{n:02d}.{fmt}", build_table(n, runs, fmt), runs)
 
