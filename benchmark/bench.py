@@ -1,9 +1,13 @@
 """``python -m benchmark bench train``: time warm training steps on random inputs of the real shapes.
 
 No data and no weights are needed: tokens, T5 features and CLIP token ids are random tensors with the
-shapes the preset implies (the frozen T5 and the VAE run once per sample in the feature cache, so they
-are not part of a training step). Reported: median step time, images/s, peak memory and model FLOPs
-utilisation (MFU).
+shapes the preset implies (``--input cached``, the default: the frozen T5 and the VAE run once per sample
+in the feature cache, ``python -m benchmark cache``, so they are not part of a training step). With
+``--input raw`` every step also runs the frozen encoders the uncached loader needs: the VAE encoder on the
+images (the SD kl-f8 architecture with random weights, or ``--vae tiny``: the 8-channel test VAE) and
+the T5 encoder on random token ids (t5-large / T5-XXL architecture for t5_dim 1024 / 4096, random weights;
+the tiny synthetic T5 otherwise); their FLOPs are reported apart (``frozen_tflop_per_step``) and not
+counted in the MFU. Reported: median step time, images/s, peak memory and model FLOPs utilisation (MFU).
 
 FLOPs are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` records every matmul and
 attention call of one full step (forward + backward of encoder, decoder, text aligner, diffusion head on
@@ -51,9 +55,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def frozen_encoders(cfg, vae: str, dev: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Random-weight VAE tokenizer and T5 encoder of the real architectures (timing needs no weights)."""
+    import tempfile
+
+    from diffusers import AutoencoderKL
+    from transformers import T5Config, T5EncoderModel
+
+    from models.tokenizer import SD_KL_F8_CONFIG, VAETokenizer
+
+    m = cfg.model
+    arch = dict(SD_KL_F8_CONFIG) if vae == "sd" else dict(
+        block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, latent_channels=4, norm_num_groups=4)
+    arch["sample_size"] = m.image_size
+    with tempfile.TemporaryDirectory() as tmp:
+        AutoencoderKL(**arch).save_pretrained(tmp)
+        tok = VAETokenizer(tmp, m.patch_size, m.vae_scale, m.image_size).to(dev)
+    if m.t5_dim == 1024:  # google-t5/t5-large
+        t5cfg = T5Config(d_model=1024, d_ff=4096, num_layers=24, num_heads=16, d_kv=64)
+    elif m.t5_dim == 4096:  # google/t5-v1_1-xxl
+        t5cfg = T5Config(d_model=4096, d_ff=10240, num_layers=24, num_heads=64, d_kv=64,
+                         feed_forward_proj="gated-gelu")
+    else:  # the tiny synthetic T5's shape
+        t5cfg = T5Config(d_model=m.t5_dim, d_ff=4 * m.t5_dim, num_layers=2, num_heads=2, d_kv=m.t5_dim // 2)
+    t5 = T5EncoderModel(t5cfg).eval().requires_grad_(False).to(dev)
+    return tok, t5
+
+
 def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, steps: int = 10,
                 progress: float = 18.0, compile: bool = False, device: str = "auto",
-                overrides: dict[str, Any] | None = None) -> dict[str, float]:
+                overrides: dict[str, Any] | None = None, inputs: str = "cached", vae: str = "sd") -> dict[str, Any]:
     from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import EMA, DreamModel, autocast, build_model, param_groups, sample_masking
@@ -89,9 +121,31 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
         }
 
     batches = [batch_of(i) for i in range(2)]  # made before timing: input generation is not training
+    if inputs not in ("cached", "raw"):
+        raise ValueError(f"inputs must be cached or raw, got {inputs!r}")
+    raw = inputs == "raw"
+    if raw:
+        if m.tokenizer != "sd_vae":
+            from benchmark.config import ConfigError
+
+            raise ConfigError("--input raw times the VAE encoder: needs model.tokenizer=sd_vae "
+                              "(e.g. --set model.tokenizer=sd_vae --set model.image_size=64 --vae tiny)")
+        vae_tok, t5 = frozen_encoders(cfg, vae, dev)
+        for i, b in enumerate(batches):
+            b["t5_ids"] = torch.randint(0, t5.config.vocab_size, (batch, m.text_len),
+                                        generator=torch.Generator().manual_seed(i)).to(dev)
+
+    def encode(b: dict[str, Any]) -> None:
+        """The uncached loader's per-step work: VAE posterior sample of the images, T5 of the captions."""
+        with torch.no_grad():
+            b["tokens"] = vae_tok.encode(b["images"])
+            with autocast(cfg, dev):
+                b["t5"] = t5(input_ids=b["t5_ids"]).last_hidden_state.float()
 
     def step(i: int) -> None:
         b = batches[i % 2]
+        if raw:
+            encode(b)
         mask = sample_masking(cfg, schedule, batch, bb.seq_len, progress, i, 0, dev)
         with autocast(cfg, dev):
             out = forward(b, mask, progress)
@@ -107,26 +161,37 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
     counter = FlopCounterMode(display=False)
     with counter:
         step(1)
-    flops = counter.get_total_flops()
+    flops, frozen = counter.get_total_flops(), 0
+    if raw:
+        enc_counter = FlopCounterMode(display=False)
+        with enc_counter:
+            encode(batches[1])
+        frozen = enc_counter.get_total_flops()
+        flops -= frozen  # MFU counts the trained model's FLOPs only
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    times = []
+    times, cpu_times = [], []
     for i in range(steps):
         _sync(dev)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         step(2 + i)
         _sync(dev)
         times.append(time.perf_counter() - t)
+        cpu_times.append(time.process_time() - c)
     med = statistics.median(times)
     measured = measured_matmul_tflops(dev)
     spec = spec_peak(dev)
     res = {
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "batch": batch,
-        "step_ms": med * 1e3, "images_per_s": batch / med, "tflop_per_step": flops / 1e12,
+        "step_ms": med * 1e3, "images_per_s": batch / med,
+        # CPU seconds of this process per step (all threads): on a shared CPU it does not grow with the load
+        "step_cpu_ms": statistics.median(cpu_times) * 1e3, "tflop_per_step": flops / 1e12,
         "achieved_tflops": flops / med / 1e12, "matmul_peak_tflops": measured,
         "mfu_vs_matmul": flops / med / 1e12 / measured,
         "peak_mem_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan"),
     }
+    if raw:
+        res["frozen_tflop_per_step"] = frozen / 1e12
     if spec:
         res["spec_peak_tflops"] = spec
         res["mfu"] = flops / med / 1e12 / spec

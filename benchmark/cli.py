@@ -1,4 +1,4 @@
-"""``python -m benchmark <command>``: run | eval | bench | list.
+"""``python -m benchmark <command>``: run | eval | bench | cache | list.
 
 Bad input (unknown plugin, preset or key, invalid value, missing data or weights) ends with exit status 2
 and one line on stderr, never a traceback.
@@ -103,11 +103,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmark.config import parse_set
 
     res = bench_train(args.objective, args.preset, args.batch, args.steps, args.progress, args.compile,
-                      args.device, parse_set(args.sets))
+                      args.device, parse_set(args.sets), inputs=args.input, vae=args.vae)
     print(f"bench train: objective={args.objective} preset={args.preset} batch={args.batch} "
-          f"progress={args.progress} epochs compile={args.compile} on {res.pop('device')}")
+          f"progress={args.progress} epochs compile={args.compile} input={args.input} on {res.pop('device')}")
     for k, v in res.items():
-        print(f"  {k:<20} {v:.4g}")
+        print(f"  {k:<22} {v:.4g}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """Precompute VAE moments (image + flip), T5 features and CLIP ids of the CC12M shards, resumably."""
+    from benchmark.cache import cache_features
+
+    args.steps = args.tasks = args.out = args.seed = None
+    args.schedule, args.include = None, []
+    cfg = config_from_args(args)
+    man = cache_features(cfg, batch_size=args.batch, device=args.device)
+    print(f"cache: {man['n_samples']} samples in {len(man['shards'])}/{man['n_source_shards']} shards, "
+          f"{man['n_corrupt_skipped']} corrupt skipped")
     return 0
 
 
@@ -212,7 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--compile", action="store_true")
     p_bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p_bench.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p_bench.add_argument("--input", default="cached", choices=["cached", "raw"],
+                         help="raw: each step also runs the frozen VAE and T5 encoders (uncached loader)")
+    p_bench.add_argument("--vae", default="sd", choices=["sd", "tiny"],
+                         help="--input raw: SD kl-f8 architecture (random weights) or the tiny test VAE")
     p_bench.set_defaults(func=cmd_bench)
+    p_cache = sub.add_parser("cache", help="precompute VAE latents, T5 features, CLIP ids of CC12M (resumable)")
+    p_cache.add_argument("--objective", default="dream", help="sets the CLIP context length it stores")
+    p_cache.add_argument("--preset", default="L", help="image size, text length, T5 width come from it")
+    p_cache.add_argument("--recipe", default="official", help="official: t5-large | paper: T5-XXL")
+    p_cache.add_argument("--data", default="cc12m")
+    p_cache.add_argument("--batch", type=int, default=64, help="images per encoder call")
+    p_cache.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p_cache.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                         help="e.g. data.root=/data/cc12m model.vae_path=... model.t5_path=...")
+    p_cache.set_defaults(func=cmd_cache)
     p_list = sub.add_parser("list", help="objectives, schedules, tasks, presets (with origins)")
     p_list.add_argument("what", nargs="?", default=None)
     p_list.set_defaults(func=cmd_list)
