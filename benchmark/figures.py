@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from benchmark.tables import ABL, BASE, DEFAULT_RUNS, PAPER_DIR, RowSpec, load_records
+from benchmark.tables import ABL, BASE, DEFAULT_RUNS, MARK, PAPER_DIR, RowSpec, choose_runs, load_records
 
 FIGURES = (4, 6, 7)
 SIZES = ("B", "L", "H", "G")
@@ -25,6 +25,16 @@ SIZES = ("B", "L", "H", "G")
 def _paper_points(fig: str) -> list[dict[str, str]]:
     with open(PAPER_DIR / "figures.csv", newline="", encoding="utf-8") as f:
         return [r for r in csv.DictReader(f) if r["table"] == fig and r["value"] != ""]
+
+
+def _runs(recs: list[dict[str, Any]], match: dict[str, Any], paper: dict[str, Any],
+          tasks: tuple[str, ...]) -> tuple[list[dict[str, Any]], str]:
+    """The seeds of one setting for a curve (the paper's setting if present, as in the tables), among the runs
+    that hold one of ``tasks`` (task variants, or their ``@epoch`` evaluations), and a legend mark."""
+    row = RowSpec("", match, paper)
+    has = [r for r in recs if row.matches(r) and any(v.split("@")[0] in tasks for v in (r.get("metrics") or {}))]
+    use, _ = choose_runs(row, has)
+    return use, f" {MARK}" if use and row.differs(use[0]) else ""
 
 
 def _mean(recs: list[dict[str, Any]], variant: str, key: str) -> float | None:
@@ -58,8 +68,8 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
         for name, match in [("DREAM", BASE), ("FLUID", {"objective": "fluid"})]:
             lp, fid = [], []
             for size in SIZES:
-                row = RowSpec(size, {**match, "preset": size}, ABL)
-                group = [r for r in recs if row.matches(r) and r.get("data") == "cc12m"]
+                group, _ = _runs(recs, {**match, "preset": size}, {**ABL, "preset": size}, ("lp", "fid/cc12m"))
+                group = [r for r in group if r.get("data") == "cc12m"]  # sizes are compared on CC12M only
                 lp.append(_mean(group, "lp", "top1"))
                 fid.append(_mean(group, "fid/cc12m", "fid"))
             a1.plot(SIZES, [float("nan") if v is None else v for v in lp], "o-", label=f"{name} (ours)")
@@ -75,11 +85,10 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
     elif n == 6:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4))
         for sigma in (0.35, 0.45, 0.55):
-            row = RowSpec(str(sigma), {**BASE, "config.schedule.sigma": sigma}, ABL)
-            group = [r for r in recs if row.matches(r)]
+            group, mark = _runs(recs, {**BASE, "config.schedule.sigma": sigma}, ABL, ("lp", "fid/cc12m"))
             for ax, task, key in [(a1, "lp", "top1"), (a2, "fid/cc12m", "fid")]:
                 s = _series(group, task, key)
-                ax.plot(list(s), list(s.values()), "o-", label=f"sigma={sigma}")
+                ax.plot(list(s), list(s.values()), "o-", label=f"sigma={sigma}{mark}")
         a1.set_ylabel("LP top-1 (%)")
         a2.set_ylabel("FID CC12M-50K (no SD)")
         for ax in (a1, a2):
@@ -89,14 +98,15 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
         fig, a1 = plt.subplots(figsize=(6, 4))
         for name, match in [("CLIP", {"objective": "clip", "schedule": "none"}),
                             ("CLIP-M", {"objective": "clip", "schedule": "wm"}), ("DREAM", BASE)]:
-            group = [r for r in recs if RowSpec(name, match).matches(r)]
+            group, mark = _runs(recs, match, ABL, ("zeroshot",))
             pts: dict[float, list[float]] = {}
             for r in group:
                 for k, v in (r.get("metrics") or {}).get("zeroshot", {}).items():
-                    if k.startswith("acc@"):
-                        pts.setdefault(float(k[4:]), []).append(v)
+                    m = re.fullmatch(r"acc@([0-9.]+)", k)  # not the "acc@0.5_std" companions
+                    if m:
+                        pts.setdefault(float(m.group(1)), []).append(v)
             xs = sorted(pts)
-            a1.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], "o-", label=name)
+            a1.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], "o-", label=f"{name}{mark} (n={len(group)})")
         a1.set_xlabel("masking ratio")
         a1.set_ylabel("zero-shot accuracy (%)")
         a1.set_title("Fig. 7: zero-shot accuracy vs masking ratio")
@@ -105,7 +115,9 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
     for ax in fig.axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.tight_layout()
+    if any(MARK in h for ax in fig.axes for h in ax.get_legend_handles_labels()[1]):
+        fig.text(0.01, 0.005, f"{MARK} not the paper's setting (preset / data / recipe): not a reproduction", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return str(out)

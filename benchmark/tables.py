@@ -405,7 +405,7 @@ def _setting(rec: dict[str, Any]) -> str:
     return json.dumps(cfg, sort_keys=True)
 
 
-def _choose(rs: RowSpec, group: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def choose_runs(rs: RowSpec, group: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The runs a row shows: the seeds of one setting, the paper's if present, else the one closest to it
     (fewest fields off the paper's, then most seeds); never an average over different settings."""
     settings: dict[str, list[dict[str, Any]]] = {}
@@ -429,7 +429,7 @@ def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[st
     rows: list[Row] = []
     notes: list[str] = []
     for rs in spec.rows:
-        use, others = _choose(rs, assigned[rs.label])
+        use, others = choose_runs(rs, assigned[rs.label])
         differs: dict[str, list[Any]] = {k: [v] for k, v in rs.differs(use[0]).items()} if use else {}
         if others and differs:  # runs of the paper's setting shown: the others are other experiments
             notes.append(f"{rs.label}: not shown, {len(others)} run(s) in another setting: "
@@ -492,7 +492,7 @@ def _footnotes(spec: TableSpec, rows: list[Row], notes: list[str], runs_dir: str
         if r.differs:
             what = ", ".join(f"{k}={'/'.join(map(str, v))}" for k, v in r.differs.items())
             rs = next(x for x in spec.rows if x.label == r.label)
-            want = ", ".join(f"{k}={v}" for k, v in rs.paper.items())
+            want = ", ".join(f"{k}={v}" for k, v in rs.paper.items() if k in r.differs)
             why = "; no Δ: another data set" if "data" in r.differs else ""
             out.append(f"{MARK} {r.label}: runs used {what} (paper: {want}): not a reproduction{why}")
     others: dict[str, list[str]] = {}

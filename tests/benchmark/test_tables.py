@@ -163,6 +163,7 @@ def _write(runs: Path, rec: dict) -> None:
 ROB = dict(zip(["in_a", "in_r", "in_s", "in_h", "v2_mf", "v2_t7", "v2_top", "objectnet", "avg"],
                [33.0, 55.0, 42.5, 25.5, 71.0, 79.0, 83.0, 41.0, 56.9]))
 ZS = {f"acc@{r / 10:.1f}": v for r, v in enumerate([60.0, 59.0, 57.5, 55.0, 51.0, 46.0, 40.0, 31.0, 20.0, 9.0])}
+ZS.update({f"{k}_std": 0.5 for k in list(ZS)})
 
 
 def _records() -> list[dict]:
@@ -277,6 +278,67 @@ def test_seeds_delta_and_marks(runs):
     assert "missing MAR: python -m benchmark run --objective mar --preset L --data cc12m --recipe paper" in md
 
 
+def test_settings_never_averaged_together(runs):
+    """A row without runs in the paper's setting shows the closest setting's runs only (FLUID-B, not FLUID-tiny)."""
+    rows = {r["row"]: r for r in json.loads(build_table(2, runs, "json"))["rows"]}
+    assert rows["FLUID"]["runs"] == ["fluid-fx-B-cc12m-adad-s0"] and rows["FLUID"]["differs"] == {"preset": ["B"]}
+    assert rows["FLUID"]["cells"]["LP IN-1K"]["ours"] == 45.0
+    assert rows["FLUID"]["cells"]["LP IN-1K"]["delta"] == pytest.approx(45.0 - 48.1)  # same data set: Δ shown
+    # the REPA row: the CLIP-L layer-6 run only, not the layer-4 (Table 7) or DINOv2 (Table 8) runs
+    assert rows["REPA"]["runs"] == ["repa-fx-L-cc12m-abab-s0"] and rows["REPA"]["reproduction"]
+    # a version mismatch in lp keeps the record out of lp tables only
+    t3 = {r["row"]: r for r in json.loads(build_table(3, runs, "json"))["rows"]}
+    assert t3["MAR"]["runs"] == ["mar-fx-L-cc12m-hhhh-s0"]
+
+
+def _tiny_runs(root: Path) -> Path:
+    """What the embedded default leaves after tiny runs of three objectives (metrics as the tasks name them)."""
+    tiny = {"preset": "tiny", "data": "synthetic"}
+    for rec in [
+        _record("dream-wm-tiny-synthetic-1111-s0", "dream", "wm", {"lp": {"top1": 31.7}, "fid": {"fd_ref": 41.25},
+                "clip_score": {"agreement": 22.5}}, **tiny),
+        _record("dream-wm-tiny-synthetic-1112-s1", "dream", "wm", {"lp": {"top1": 30.1}, "fid": {"fd_ref": 43.75},
+                "clip_score": {"agreement": 27.5}}, seed=1, **tiny),
+        _record("clip-none-tiny-synthetic-2222-s0", "clip", "none", {"lp": {"top1": 32.6}}, **tiny),
+        _record("fluid-fx-tiny-synthetic-3333-s0", "fluid", "fx", {"lp": {"top1": 11.0}, "fid": {"fd_ref": 52.0}}, **tiny),
+    ]:
+        _write(root, rec)
+    return root
+
+
+def test_embedded_default_table_2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runs = _tiny_runs(Path("tiny"))
+    _golden("table_02_tiny.md", build_table(2, runs, "md"), runs)
+    rows = {r["row"]: r for r in json.loads(build_table(2, runs, "json"))["rows"]}
+    d = rows["DREAM"]
+    assert not d["reproduction"] and d["differs"]["data"] == ["synthetic"]
+    lp, fid, cs = d["cells"]["LP IN-1K"], d["cells"]["CC12M FID"], d["cells"]["CC12M CS"]
+    assert lp["ours"] == pytest.approx((31.7 + 30.1) / 2) and lp["std"] == pytest.approx(abs(31.7 - 30.1) / 2 ** 0.5)
+    assert lp["delta"] is None  # another data set: no Δ
+    assert fid["metric"] == "fid.fd_ref" and fid["other"] and fid["ours"] == 42.5 and fid["delta"] is None
+    assert cs["metric"] == "clip_score.agreement" and cs["other"] and cs["ours"] == 25.0
+    md = build_table(2, runs, "md")
+    assert "| 42.50 ± 1.77 ‡ | 4.25 | — |" in md  # fd_ref is never shown as the paper's FID
+    assert "fid.fd_ref = Fréchet distance in a synthetic reference network's features, not FID; no Δ" in md
+
+
+def test_sad_rows_read_bench_sample_variants(runs):
+    rows = {r["row"]: r for r in json.loads(build_table(6, runs, "json"))["rows"]}
+    k1 = rows["64 NFE: DREAM (K=1)"]["cells"]
+    assert k1["FID"]["metric"] == "sad/k1-nfe64-self.fid" and k1["FID"]["n"] == 2
+    assert k1["FID"]["ours"] == pytest.approx((4.6 + 4.5) / 2) and k1["FID"]["delta"] == pytest.approx(4.57 - 4.55)
+    assert k1["Throughput"]["ours"] == pytest.approx(3.3) and k1["CLIP"]["ours"] == pytest.approx(29.1)
+    k9 = rows["128 NFE: DREAM (K=9 w/ SD)"]["cells"]
+    assert (k9["FID"]["ours"], k9["FID"]["n"], k9["CLIP"]["ours"]) == (4.3, 1, 30.0)
+    assert rows["128 NFE: DREAM (K=17 w/ SD)"]["cells"]["FID"]["ours"] is None
+    md = build_table(6, runs, "md")
+    assert ("missing 128 NFE: DREAM (K=17 w/ SD) [sad/k17-nfe128-self]: "
+            "python -m benchmark bench sample --run runs/dream-wm-L-cc12m-ffff-s0") in md
+    t17 = {r["row"]: r for r in json.loads(build_table(17, runs, "json"))["rows"]}
+    assert t17["9"]["cells"]["CS"]["metric"] == "sad/k9-nfe128-self.cs"
+
+
 def test_grid_and_command():
     spec = TABLES[12]
     assert len(spec.grid()) == 4
@@ -284,6 +346,14 @@ def test_grid_and_command():
     cmd = spec.command(spec.rows[1])
     assert cmd.startswith("python -m benchmark run --objective dream --schedule wm --preset L --data cc12m")
     assert "--set objective.gamma=0.25" in cmd
+    assert "--set" not in spec.command(spec.rows[2])  # the default setting needs no override
+    # Table 11: the warm-up is matched as a fraction of training; the command sets epochs of the 48-epoch recipe
+    t11 = TABLES[11]
+    assert "--set schedule.warmup_epochs=42.0 " in t11.command(t11.rows[2]) and "--set" not in t11.command(t11.rows[1])
+    # Tables 6, 17: the DREAM ablation run, then `bench sample`; the main DREAM row: paper recipe (sigma 0.55)
+    cmd6 = TABLES[6].command(TABLES[6].rows[3])
+    assert cmd6.endswith("--recipe official --tasks none && python -m benchmark bench sample --run <run dir>")
+    assert TABLES[2].command(TABLES[2].rows[-1]).endswith("--recipe paper --tasks " + ",".join(TABLES[2].run_tasks()))
 
 
 def test_cli_table(runs, capsys):
