@@ -5,8 +5,24 @@ from benchmark.bench import bench_train
 
 def test_bench_train_tiny_cpu():
     res = bench_train("fluid", "tiny", batch=8, steps=1, progress=0.0, device="cpu",
-                      overrides={"model.diffusion_batch_mul": "1"})
+                      overrides={"model.diffusion_batch_mul": "1"}, matmul_n=512)
     assert res["step_ms"] > 0 and res["images_per_s"] > 0 and 0 < res["mfu_vs_matmul"] < 1.5
     # forward + backward is ~3x the forward; the forward is at least 2 FLOPs per parameter per encoder token
     # (the encoder sees >= buffer tokens), so a step is well above 6 * params_encoder * 16 tokens * 8 images
     assert res["tflop_per_step"] * 1e12 > 6 * 0.8e6 * 16 * 8
+
+
+def test_bench_raw_input_adds_the_frozen_encoders():
+    """--input raw runs the VAE and T5 encoders in the step: their FLOPs are counted apart (the T5 part has a
+    closed form), and the trained model's FLOPs are those of the cached-input step."""
+    over = {"model.diffusion_batch_mul": "1", "model.tokenizer": "sd_vae", "model.image_size": "64",
+            "model.patch_size": "2"}
+    cached = bench_train("dream", "tiny", batch=4, steps=1, progress=0.0, device="cpu", overrides=over, matmul_n=256)
+    raw = bench_train("dream", "tiny", batch=4, steps=1, progress=0.0, device="cpu", overrides=over,
+                      inputs="raw", vae="tiny", matmul_n=256)
+    assert "frozen_tflop_per_step" not in cached
+    b, length, d, d_ff, layers = 4, 32, 64, 256, 2  # tiny preset: text_len 32, t5_dim 64; the synthetic T5 shape
+    t5 = 2 * b * length * layers * (4 * d * d + 2 * d * d_ff + 2 * length * d)  # q,k,v,o + FF + QK^T, AV
+    vae_bound = 2 * b * 64 * 64 * 8 * 8 * 9 * 20  # 8-channel 3x3 convs: generously < 20 per pixel of the input
+    assert t5 < raw["frozen_tflop_per_step"] * 1e12 < t5 + vae_bound
+    assert abs(raw["tflop_per_step"] / cached["tflop_per_step"] - 1) < 1e-6
