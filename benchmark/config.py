@@ -130,7 +130,7 @@ class DataConfig:
 class EvalConfig:
     use_ema: bool = True  # §4.1: evaluation uses the EMA weights
     batch_size: int = 256
-    lp_mode: str = "fast"  # fast: probe on cached centre-crop features (the augmented mode: issue 4)
+    lp_mode: str = "fast"  # fast: probe on cached centre-crop features | augmented: RandomResizedCrop + flip (Table 22)
     lp_pool: str = "all"  # all | buffer | image: which encoder tokens are mean-pooled
     lp_epochs: int = 90  # Table 22
     lp_blr: float = 0.1  # Table 22 (B 0.1, L/H 0.05, G 0.02)
@@ -146,6 +146,39 @@ class EvalConfig:
     temperature: float = 1.0
     # -- generation tasks: fid, clip_score, SAD, bench sample (issue 3) --
     # -- representation tasks: lp, ft, robustness, fewshot, zeroshot (issue 4) --
+    lp_aug_scale: float = 0.2  # augmented mode: RandomResizedCrop scale (0.2, 1) + flip (MAGE main_linprobe, Table 22)
+    lp_micro_batch: int = 0  # > 0: accumulate micro-batches of this size up to lp_batch (effective 4096, Table 22)
+    ft_epochs: int = 50  # Table 23
+    ft_warmup_epochs: int = 5  # Table 23
+    ft_blr: float = 2.5e-4  # Table 23 "Base learning rate"; lr = blr x batch / 256
+    ft_min_lr: float = 1e-6  # MAE/MAGE main_finetune --min_lr
+    ft_batch: int = 1024  # Table 23
+    ft_micro_batch: int = 0  # > 0: gradient accumulation of micro-batches up to ft_batch
+    ft_weight_decay: float = 0.05  # Table 23
+    ft_beta2: float = 0.999  # Table 23 "Optimizer momentum" (0.9, 0.999)
+    ft_layer_decay: float = 0.75  # Table 23 "Layer-wise LR decay"
+    ft_smoothing: float = 0.1  # Table 23 "Label smoothing"
+    ft_randaug: str = "rand-m9-mstd0.5-inc1"  # Table 23 "RandAug (9, 0.5)" (timm string of MAE/MAGE)
+    ft_mixup: float = 0.8  # Table 23 "Mixup"
+    ft_cutmix: float = 1.0  # Table 23 "CutMix"
+    ft_reprob: float = 0.0  # Table 23 "Random erase"
+    ft_drop_path: float = 0.2  # Table 23 "Drop path"
+    ft_n_train: int = 0  # synthetic only: fine-tuning scenes (0 = n_probe_train)
+    robustness_root: str = ""  # IN-A/R/Sketch/Hard, ImageNetV2, ObjectNet folders; env DREAM_BENCH_ROBUSTNESS
+    robustness_classifier: str = "ft"  # ft: the fine-tuned model (Table 2) | lp: the linear probe on frozen features
+    fewshot_root: str = ""  # one folder per few-shot set (benchmark/data/evalsets.py); env DREAM_BENCH_FEWSHOT
+    fewshot_sets: list[str] = field(default_factory=list)  # empty = all 14 sets of Table 3 (synthetic: 5 labels)
+    fewshot_way: int = 5  # §4.2 "5-way, 5-shot"
+    fewshot_shot: int = 5
+    fewshot_query: int = 15  # queries per class (RFS; lgssl uses 6)
+    fewshot_episodes: int = 2000  # anchors-eval §1.2 (RFS 600, lgssl 5000)
+    fewshot_classifier: str = "logreg"  # logreg (the paper's "simple linear classifier", RFS) | proto (SimpleShot CL2N)
+    fewshot_C: float = 1.0  # sklearn LogisticRegression C (RFS)
+    fewshot_seed: int = 0  # episode sampling
+    fewshot_split_seed: int = 0  # seeded train/test splits of the sets without an official one
+    zeroshot_seeds: int = 3  # Fig. 7: mask seeds per ratio (>= 3)
+    zeroshot_templates: str = "auto"  # auto | openai (the 80 OpenAI ImageNet templates) | synthetic (caption-style)
+    zeroshot_n: int = 0  # images evaluated (0 = all of ImageNet val; synthetic: n_probe_test)
     # -- dense probes: seg, depth (issue 5) --
 
 
@@ -335,7 +368,6 @@ def validate(cfg: RunConfig) -> None:
     choice("train.amp", t.amp, ("bf16", "fp32"))
     choice("train.device", t.device, ("auto", "cpu", "cuda"))
     choice("data.name", d.name, ("cc12m", "synthetic"))
-    choice("eval.lp_mode", e.lp_mode, ("fast",))
     choice("eval.lp_pool", e.lp_pool, ("all", "buffer", "image"))
     choice("eval.cfg_schedule", e.cfg_schedule, ("constant", "linear"))
     check(m.depth >= 2 and m.depth % 2 == 0, f"model.depth must be an even number >= 2, got {m.depth}")
@@ -363,6 +395,19 @@ def validate(cfg: RunConfig) -> None:
     check(d.n_train >= t.batch_size, f"data.n_train ({d.n_train}) must be >= train.batch_size")
     # -- generation tasks (issue 3) --
     # -- representation tasks (issue 4) --
+    choice("eval.lp_mode", e.lp_mode, ("fast", "augmented"))
+    choice("eval.robustness_classifier", e.robustness_classifier, ("ft", "lp"))
+    choice("eval.fewshot_classifier", e.fewshot_classifier, ("logreg", "proto"))
+    choice("eval.zeroshot_templates", e.zeroshot_templates, ("auto", "openai", "synthetic"))
+    check(0 < e.lp_aug_scale <= 1, f"eval.lp_aug_scale must be in (0, 1], got {e.lp_aug_scale}")
+    check(e.lp_micro_batch >= 0 and e.ft_micro_batch >= 0, "eval.lp_micro_batch and eval.ft_micro_batch must be >= 0")
+    check(e.ft_epochs >= 1 and 0 <= e.ft_warmup_epochs <= e.ft_epochs, "eval.ft_epochs >= 1, 0 <= ft_warmup_epochs <= ft_epochs")
+    check(0 < e.ft_layer_decay <= 1, f"eval.ft_layer_decay must be in (0, 1], got {e.ft_layer_decay}")
+    check(0 <= e.ft_drop_path < 1 and 0 <= e.ft_smoothing < 1, "eval.ft_drop_path and eval.ft_smoothing must be in [0, 1)")
+    check(e.fewshot_way >= 2 and e.fewshot_shot >= 1 and e.fewshot_query >= 1 and e.fewshot_episodes >= 1,
+          "eval.fewshot_way >= 2, fewshot_shot, fewshot_query and fewshot_episodes >= 1")
+    check(e.fewshot_C > 0, f"eval.fewshot_C must be > 0, got {e.fewshot_C}")
+    check(e.zeroshot_seeds >= 1 and e.zeroshot_n >= 0, "eval.zeroshot_seeds must be >= 1 and eval.zeroshot_n >= 0")
     # -- dense probes (issue 5) --
     # -- data and caching (issue 8) --
     check(d.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {d.shuffle_buffer}")
