@@ -287,6 +287,8 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
             "steps": total, "epochs": cfg.train.epochs, "batch_size": b, "lr": cfg.lr,
             "checkpoint": "checkpoint.pt", "ema": "ema.pt", "loss_curve": curve,
         }
+        if hasattr(data, "stats"):  # CC12M: source (shards | cache), samples read, corrupt samples skipped
+            record.data["train"]["data"] = data.stats()
         record.data["timings"]["train_s"] = round(train_s, 2)
         if images_seen:
             record.data["timings"]["images_per_s"] = round(images_seen / max(time.time() - t0, 1e-9), 2)

@@ -145,3 +145,25 @@ def cached_data_moments(data, keys):
                 except KeyError:
                     pass
     return torch.stack([torch.from_numpy(found[k]) for k in keys])
+
+
+def test_runs_on_raw_and_cached_cc12m_record_the_data(setup, tmp_path):
+    """`run --data cc12m` end to end on both paths; the record keeps the source and the corrupt-sample count."""
+    from benchmark.cache import cache_features
+    from benchmark.config import set_value
+    from benchmark.run import execute
+
+    cfg, root, _ = setup
+    if not (root / "shards" / "cache" / "manifest.json").exists():
+        cache_features(cfg, batch_size=4, device="cpu", progress=False)
+    seen = {}
+    for cached in ("false", "true"):
+        c = copy.deepcopy(cfg)
+        for k, v in {"data.cached": cached, "train.steps": "2", "out": str(tmp_path), "eval.samples": "0"}.items():
+            set_value(c, k, v)
+        rec = json.loads((execute(c) / "record.json").read_text())
+        assert rec["status"] == "completed"
+        seen[cached] = rec["train"]["data"]
+    assert seen["false"]["source"] == "shards" and seen["false"]["corrupt_skipped"] == 1  # 2 x 8 of 19: one epoch
+    assert seen["true"]["source"] == "cache" and seen["true"]["corrupt_skipped"] == 0  # the cache left it out
+    assert seen["true"]["samples_seen"] == seen["false"]["samples_seen"] == 16
