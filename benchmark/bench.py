@@ -29,7 +29,9 @@ import torch
 SPEC_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 
 
-def measured_matmul_tflops(device: torch.device, n: int = 0) -> float:
+def measured_matmul_tflops(device: torch.device, n: int = 0, per_cpu_second: bool = False) -> float:
+    """TFLOP/s of a large matmul; ``per_cpu_second``: per second of this process's CPU time (a shared CPU's
+    other load then slows the numerator and the denominator alike)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     n = n or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
@@ -37,11 +39,12 @@ def measured_matmul_tflops(device: torch.device, n: int = 0) -> float:
         a @ b
     _sync(device)
     reps = 20 if device.type == "cuda" else 5
-    t = time.perf_counter()
+    clock = time.process_time if per_cpu_second else time.perf_counter
+    t = clock()
     for _ in range(reps):
         a @ b
     _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+    return 2 * n**3 * reps / (clock() - t) / 1e12
 
 
 def spec_peak(device: torch.device) -> float | None:
@@ -183,7 +186,7 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
         times.append(time.perf_counter() - t)
         cpu_times.append(time.process_time() - c)
     med = statistics.median(times)
-    measured = measured_matmul_tflops(dev, matmul_n) if matmul_n else measured_matmul_tflops(dev)
+    measured = measured_matmul_tflops(dev, matmul_n)
     spec = spec_peak(dev)
     res = {
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "batch": batch,
@@ -194,6 +197,9 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
         "mfu_vs_matmul": flops / med / 1e12 / measured,
         "peak_mem_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan"),
     }
+    if dev.type == "cpu":  # the same ratio in CPU time: what a loaded shared machine still measures right
+        per_cpu = measured_matmul_tflops(dev, matmul_n, per_cpu_second=True)
+        res["mfu_vs_matmul_cpu_time"] = flops / statistics.median(cpu_times) / 1e12 / per_cpu
     if raw:
         res["frozen_tflop_per_step"] = frozen / 1e12
     if spec:
