@@ -5,11 +5,19 @@ random order per sample decides which tokens are revealed; each step predicts th
 the diffusion head (temperature sampling over the respaced steps). Classifier-free guidance (§9.5.2)
 runs the conditional and null halves through the network as one batch; the scale is constant or
 linear in the fraction of decoded tokens (MAR: 1 + (w - 1) * (L - mask_len) / L).
+
+The loop is split into ``init_decoding`` and ``decode_step`` (the released DREAM code's
+``_init_generation`` / ``_generation_step``) so Semantically Aligned Decoding and the external reranker
+(models/sad.py) reuse it. Several candidates per prompt are rows of one batch, laid out candidate-major
+(row = k * B + i), sharing the prompt's order (as the released SAD code does) and differing in the
+diffusion noise. Every random draw comes from one generator in a fixed sequence (orders, then the head's
+noise per step), so K = 1 candidates reproduce ``sample_tokens`` bit for bit.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -21,42 +29,105 @@ def mask_len_at(step: int, steps: int, seq_len: int, n_masked: int) -> int:
     return max(1, min(n_masked - 1, m))
 
 
+def tokens_per_step(steps: int, seq_len: int) -> list[int]:
+    """Tokens revealed at each step of the cosine schedule (the last step reveals all that remain)."""
+    out, masked = [], seq_len
+    for step in range(steps):
+        nxt = 0 if step == steps - 1 else mask_len_at(step, steps, seq_len, masked)
+        out.append(masked - nxt)
+        masked = nxt
+    return out
+
+
 def cfg_scale(cfg: float, schedule: str, seq_len: int, mask_len: int) -> float:
+    """Guidance scale at a step with ``mask_len`` tokens left masked: constant, or MAR's linear ramp
+    from 1 (nothing decoded) to ``cfg`` (everything decoded)."""
     if schedule == "linear":
         return 1 + (cfg - 1) * (seq_len - mask_len) / seq_len
     return cfg
+
+
+@dataclass
+class DecodeState:
+    """Rows = candidates x prompts (candidate-major). ``text`` holds [cond rows; null rows] when guided."""
+
+    tokens: torch.Tensor  # [R, L, C]
+    mask: torch.Tensor  # [R, L] bool, True = not decoded yet
+    orders: torch.Tensor  # [R, L] reveal order (shared by the candidates of a prompt)
+    text: torch.Tensor  # aligned text [R or 2R, T, D]
+    text_valid: torch.Tensor | None
+    guided: bool
+    candidates: int = 1
+
+    @property
+    def prompts(self) -> int:
+        return self.tokens.shape[0] // self.candidates
+
+    def select(self, best: torch.Tensor) -> None:
+        """Keep one candidate per prompt: ``best`` [B] candidate index of each prompt."""
+        b = self.prompts
+        rows = best.to(self.tokens.device) * b + torch.arange(b, device=self.tokens.device)
+        self.tokens, self.mask, self.orders = self.tokens[rows], self.mask[rows], self.orders[rows]
+        if self.guided:
+            rows = torch.cat([rows, rows + self.candidates * b])
+        self.text = self.text[rows]
+        if self.text_valid is not None:
+            self.text_valid = self.text_valid[rows]
+        self.candidates = 1
+
+
+def init_decoding(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, cfg: float = 1.0,
+                  generator: torch.Generator | None = None, t5_valid: torch.Tensor | None = None,
+                  candidates: int = 1) -> DecodeState:
+    """Fully masked canvas, one random order per prompt, the aligned text (computed once for the prompts
+    and repeated for the candidates)."""
+    b, device = t5.shape[0], t5.device
+    n, c = backbone.seq_len, backbone.token_dim
+    guided = cfg != 1.0
+    cond, valid = t5, t5_valid
+    if guided:
+        null = backbone.null_condition(t5_null, b).to(t5.dtype)
+        cond = torch.cat([t5, null], dim=0)
+        valid = None if t5_valid is None else torch.cat([t5_valid, torch.ones_like(t5_valid)], 0)
+    text = backbone.align_text(cond, valid)
+    orders = torch.rand(b, n, generator=generator).argsort(dim=1).to(device)
+    if candidates > 1:
+        rep = torch.arange(b, device=device).repeat(candidates)
+        idx = torch.cat([rep, rep + b]) if guided else rep
+        text, orders = text[idx], orders.repeat(candidates, 1)
+        valid = None if valid is None else valid[idx.to(valid.device)]
+    r = b * candidates
+    return DecodeState(torch.zeros(r, n, c, device=device), torch.ones(r, n, dtype=torch.bool, device=device),
+                       orders, text, valid, guided, candidates)
+
+
+def decode_step(backbone, state: DecodeState, step: int, steps: int, cfg: float = 1.0, cfg_schedule: str = "linear",
+                temperature: float = 1.0, generator: torch.Generator | None = None) -> None:
+    """One MAR step in place: encoder + decoder on the canvas, reveal the next tokens of the order."""
+    tokens, mask, n = state.tokens, state.mask, backbone.seq_len
+    guided = state.guided
+    tok_in, mask_in = (torch.cat([tokens, tokens]), torch.cat([mask, mask])) if guided else (tokens, mask)
+    z = backbone.decode(backbone.encode(tok_in, mask_in), state.text, state.text_valid)
+    n_masked = int(mask[0].sum())
+    mask_len = mask_len_at(step, steps, n, n_masked)
+    mask_next = torch.zeros_like(mask)
+    mask_next.scatter_(1, state.orders[:, :mask_len], True)  # the first mask_len of the order stay masked
+    to_pred = mask if step == steps - 1 else mask & ~mask_next
+    rows = torch.cat([to_pred, to_pred]) if guided else to_pred
+    scale = cfg_scale(cfg, cfg_schedule, n, mask_len) if guided else None
+    out = backbone.head.sample(z[rows], temperature=temperature, cfg=scale, generator=generator)
+    if guided:
+        out = out[: out.shape[0] // 2]
+    tokens[to_pred] = out.to(tokens.dtype)
+    state.mask = mask_next if step < steps - 1 else torch.zeros_like(mask)
 
 
 @torch.no_grad()
 def sample_tokens(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, steps: int = 64,
                   cfg: float = 1.0, cfg_schedule: str = "linear", temperature: float = 1.0,
                   generator: torch.Generator | None = None, t5_valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Generate tokens [B, L, C] for the T5 caption embeddings ``t5`` [B, T, d]."""
-    b, device = t5.shape[0], t5.device
-    n, c = backbone.seq_len, backbone.token_dim
-    guided = cfg != 1.0
-    cond = t5
-    if guided:
-        null = backbone.null_condition(t5_null, b).to(t5.dtype)
-        cond = torch.cat([t5, null], dim=0)
-        t5_valid = None if t5_valid is None else torch.cat([t5_valid, torch.ones_like(t5_valid)], 0)
-    text = backbone.align_text(cond, t5_valid)
-    mask = torch.ones(b, n, dtype=torch.bool, device=device)
-    tokens = torch.zeros(b, n, c, device=device)
-    orders = torch.rand(b, n, generator=generator).argsort(dim=1).to(device)
+    """Generate tokens [B, L, C] for the T5 caption embeddings ``t5`` [B, T, d] (``steps`` encoder passes)."""
+    state = init_decoding(backbone, t5, t5_null, cfg, generator, t5_valid)
     for step in range(steps):
-        tok_in, mask_in = (torch.cat([tokens, tokens]), torch.cat([mask, mask])) if guided else (tokens, mask)
-        z = backbone.decode(backbone.encode(tok_in, mask_in), text, t5_valid)
-        n_masked = int(mask[0].sum())
-        mask_len = mask_len_at(step, steps, n, n_masked)
-        mask_next = torch.zeros_like(mask)
-        mask_next.scatter_(1, orders[:, :mask_len], True)  # the first mask_len of the order stay masked
-        to_pred = mask if step == steps - 1 else mask & ~mask_next
-        rows = torch.cat([to_pred, to_pred]) if guided else to_pred
-        scale = cfg_scale(cfg, cfg_schedule, n, mask_len) if guided else None
-        out = backbone.head.sample(z[rows], temperature=temperature, cfg=scale, generator=generator)
-        if guided:
-            out = out[: out.shape[0] // 2]
-        tokens[to_pred] = out.to(tokens.dtype)
-        mask = mask_next if step < steps - 1 else torch.zeros_like(mask)
-    return tokens
+        decode_step(backbone, state, step, steps, cfg, cfg_schedule, temperature, generator)
+    return state.tokens

@@ -1,0 +1,86 @@
+"""MAR decoding: the cosine schedule (closed form), the CFG schedules inside the loop, one [cond; null] batch."""
+
+import math
+
+import pytest
+import torch
+
+from benchmark.config import build_config
+from models.backbone import Backbone
+from models.sampler import cfg_scale, mask_len_at, sample_tokens, tokens_per_step
+
+
+def tiny_backbone(seed: int = 0) -> Backbone:
+    cfg = build_config("dream", overrides={"model.width": "32", "model.depth": "2", "model.heads": "2",
+                                           "model.buffer_tokens": "2", "model.head_width": "32", "model.head_depth": "1",
+                                           "model.aligner_depth": "1", "model.sample_steps": "4",
+                                           "objective.repa_layer": "1"})
+    torch.manual_seed(seed)
+    return Backbone(cfg.model, 64, 48).eval()
+
+
+def text(b: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 32, 64, generator=g), torch.randn(1, 32, 64, generator=g)
+
+
+@pytest.mark.parametrize("steps,seq_len", [(64, 256), (64, 64), (32, 64), (8, 256), (1, 16), (16, 16)])
+def test_cosine_schedule_reveals_every_token_once(steps, seq_len):
+    per = tokens_per_step(steps, seq_len)
+    assert len(per) == steps and sum(per) == seq_len and min(per) >= 1
+    masked = seq_len - torch.tensor(per).cumsum(0)
+    ratios = torch.cat([torch.tensor([1.0]), masked / seq_len])
+    assert bool((ratios[1:] <= ratios[:-1]).all()) and ratios[-1] == 0  # monotone 1 -> 0
+    # where neither clamp binds, the count is MAR's closed form floor(L cos(pi/2 (s+1)/S))
+    for s in range(steps - 1):
+        m = math.floor(seq_len * math.cos(math.pi / 2 * (s + 1) / steps))
+        if 1 <= m < int(masked[s - 1]) - 1 if s else m < seq_len - 1:
+            assert int(masked[s]) == m
+
+
+def test_mask_len_clamps():
+    assert mask_len_at(0, 64, 256, 256) == 255  # cos(pi/128) * 256 = 255.9 -> at least one token revealed
+    assert mask_len_at(62, 64, 256, 3) == 2  # floor(256 cos(63/64 pi/2)) = 6 > n_masked - 1
+    assert mask_len_at(63, 64, 256, 1) == 1
+
+
+def test_cfg_schedule_values():
+    w, n = 4.0, 256
+    assert cfg_scale(w, "linear", n, n) == 1.0  # nothing decoded: unguided
+    assert cfg_scale(w, "linear", n, n // 2) == pytest.approx(1 + (w - 1) / 2)
+    assert cfg_scale(w, "linear", n, 0) == w
+    assert all(cfg_scale(w, "constant", n, m) == w for m in (n, n // 2, 0))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_decoding_loop_guides_one_batch(schedule, monkeypatch):
+    """Inside the loop: the head sees [cond; null] rows in one call, with the scale of the schedule at the
+    first, middle and last step; every token ends up written."""
+    bb = tiny_backbone()
+    calls = []
+    real = bb.head.sample
+
+    def spy(z, temperature=1.0, cfg=1.0, generator=None):
+        calls.append((z.shape[0], cfg))
+        return real(z, temperature=temperature, cfg=cfg, generator=generator)
+
+    monkeypatch.setattr(bb.head, "sample", spy)
+    t5, null = text(3)
+    steps, w, n = 8, 3.0, 64
+    tokens = sample_tokens(bb, t5, null, steps=steps, cfg=w, cfg_schedule=schedule, generator=torch.Generator().manual_seed(0))
+    assert tokens.shape == (3, n, 48) and bool((tokens.abs().sum(-1) > 0).all())
+    per = tokens_per_step(steps, n)
+    assert [c[0] for c in calls] == [2 * 3 * k for k in per]  # cond and null halves in one batch
+    masked_after = (n - torch.tensor(per).cumsum(0)).clamp_min(1)  # MAR scales the last step with mask_len 1
+    for s in (0, steps // 2, steps - 1):
+        want = w if schedule == "constant" else 1 + (w - 1) * (n - int(masked_after[s])) / n
+        assert calls[s][1] == pytest.approx(want)
+
+
+def test_unguided_batch_and_determinism():
+    bb = tiny_backbone()
+    t5, null = text(2)
+    a = sample_tokens(bb, t5, null, steps=4, cfg=1.0, generator=torch.Generator().manual_seed(5))
+    b = sample_tokens(bb, t5, null, steps=4, cfg=1.0, generator=torch.Generator().manual_seed(5))
+    c = sample_tokens(bb, t5, null, steps=4, cfg=1.0, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
