@@ -1,9 +1,25 @@
-"""Distributed helpers. Single-process runs never touch torch.distributed."""
+"""Distributed helpers. Single-process runs never touch torch.distributed.
+
+DDP layout (issue 6): one process per GPU, set up from the environment that submitit
+(``TorchDistributedEnvironment().export()``) or torchrun exports (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+MASTER_PORT). Every rank draws the *global* batch's randomness (masks, caption dropout) from the step-seeded
+generators and keeps its rows ``shard(n)``, so W processes compute what one process computes on the global
+batch. Only rank 0 writes records and checkpoints.
+
+Stop requests (preemption, time limit): a signal handler calls ``request_stop()``; the training loop asks
+``should_stop()`` once per step (an all-reduce under DDP, so all ranks stop after the same step), saves a
+checkpoint and returns; the job then requeues itself.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+
 import torch
 import torch.distributed as dist
+
+_STOP = threading.Event()
 
 
 def is_dist() -> bool:
@@ -18,8 +34,151 @@ def world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 
 
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
 def is_main() -> bool:
     return rank() == 0
+
+
+def setup(backend: str | None = None) -> bool:
+    """Join the process group described by the environment (env:// init); True when world size > 1.
+
+    NCCL on CUDA (each process on GPU ``LOCAL_RANK``), gloo on CPU (tests, CPU clusters)."""
+    if is_dist():
+        return world_size() > 1
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return False
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank() % torch.cuda.device_count())
+    dist.init_process_group(backend or ("nccl" if cuda else "gloo"), init_method="env://")
+    return True
+
+
+def cleanup() -> None:
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def shard(n: int, r: int | None = None, w: int | None = None) -> slice:
+    """Rows of rank ``r`` in a global batch of ``n``: [r·n/W, (r+1)·n/W)."""
+    r = rank() if r is None else r
+    w = world_size() if w is None else w
+    if n % w:
+        from benchmark.config import ConfigError
+
+        raise ConfigError(f"the global (micro-)batch {n} must be divisible by the world size {w}")
+    per = n // w
+    return slice(r * per, (r + 1) * per)
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Average logged scalars over ranks (one all-reduce): the per-rank diffusion loss is normalised by the
+    local groups, so its mean over ranks is the one-process value on the global batch."""
+    if not is_dist() or world_size() == 1 or not values:
+        return values
+    keys = list(values)  # the same insertion order on every rank (the loop logs the same keys)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t)
+    return {k: float(v) / world_size() for k, v in zip(keys, t.tolist())}
+
+
+def any_over_ranks(flag: bool) -> bool:
+    """True when ``flag`` is true on any rank (every rank must call it: it is a collective)."""
+    if not is_dist() or world_size() == 1:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def gather_objects(obj):
+    """[obj of rank 0, obj of rank 1, ...] on every rank (a list of one without DDP)."""
+    if not is_dist() or world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if is_dist() and world_size() > 1:
+        dist.barrier()
+
+
+def _collective_device() -> torch.device:
+    if is_dist() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------- batch norm over the global batch
+class GatheredBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """SyncBatchNorm where DDP refuses ``nn.SyncBatchNorm`` (CPU, gloo): the statistics of the global batch
+    from an all-gather with gradients, so values and gradients equal one process's BatchNorm on the global
+    batch. Outside DDP training it is a plain BatchNorm."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_dist() and world_size() > 1):
+            return super().forward(x)
+        xs = all_gather_with_grad(x)
+        dims = [0, *range(2, x.dim())]
+        mean, var = xs.mean(dims), xs.var(dims, unbiased=False)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                n = xs.numel() / xs.shape[1]
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * n / max(n - 1, 1), alpha=m)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def sync_batchnorm(module: torch.nn.Module, cuda: bool) -> torch.nn.Module:
+    """BatchNorm layers -> batch statistics over all ranks, in place, sharing parameters and buffers:
+    ``nn.SyncBatchNorm`` on CUDA (the official recipe's SyncBN), ``GatheredBatchNorm`` on CPU."""
+    if cuda:
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(child, GatheredBatchNorm):
+            new = GatheredBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            if child.affine:
+                new.weight, new.bias = child.weight, child.bias
+            if child.track_running_stats:
+                new.running_mean, new.running_var = child.running_mean, child.running_var
+                new.num_batches_tracked = child.num_batches_tracked
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            sync_batchnorm(child, cuda)
+    return module
+
+
+# ---------------------------------------------------------------- stop requests (preemption, time limit)
+def request_stop(signum: int | None = None, frame=None) -> None:
+    """Signal-handler compatible: ask the training loop to checkpoint and return after the current step."""
+    _STOP.set()
+
+
+def stop_requested() -> bool:
+    return _STOP.is_set()
+
+
+def clear_stop() -> None:
+    _STOP.clear()
+
+
+def should_stop() -> bool:
+    """The loop's once-per-step check, agreed by all ranks."""
+    return any_over_ranks(_STOP.is_set())
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import registry
+from benchmark import distributed, registry
 from benchmark.config import RunConfig
 from benchmark.data import build_train_data, cache_root, step_generator
 from benchmark.records import RunRecord, atomic_torch_save
@@ -147,6 +147,34 @@ def sample_masking(cfg: RunConfig, schedule, batch: int, seq_len: int, progress:
     return Masking(mask, ratio, group, n_groups)
 
 
+def _check_world(cfg: RunConfig, world: int) -> None:
+    """Under DDP each rank takes whole masking groups of the global micro-batch, so the per-group γ gate and
+    the 1/G normalisation of the diffusion loss are those of one process on the global batch."""
+    if world == 1:
+        return
+    from benchmark.config import ConfigError
+
+    micro = cfg.train.batch_size // cfg.train.accum_steps
+    if micro % world:
+        raise ConfigError(f"train.batch_size / train.accum_steps = {micro} must be divisible by the world size {world}")
+    gs = min(cfg.schedule.group_size, micro)
+    if (micro // world) % gs:
+        raise ConfigError(f"schedule.group_size={cfg.schedule.group_size} must divide the per-rank micro-batch "
+                          f"{micro // world} (official: one group per GPU batch of 64)")
+
+
+def shard_draws(cfg: RunConfig, batch: dict[str, Any], mask: Masking, rows: slice, step: int, micro: int,
+                n: int) -> Masking:
+    """This rank's rows of the masks and caption-dropout draws made for the global micro-batch of ``n``."""
+    gs = min(cfg.schedule.group_size, n)
+    local = rows.stop - rows.start
+    mask = Masking(mask.mask[rows], mask.ratio[rows], mask.group[rows] - rows.start // gs, local // gs)
+    if "caption_drop" in batch:  # prepare_batch drew them for this rank's rows only: redraw the global ones
+        drop = torch.rand(n, generator=step_generator(cfg.seed, step, 10 + micro)) < cfg.train.caption_dropout
+        batch["caption_drop"] = drop[rows].to(batch["caption_drop"].device)
+    return mask
+
+
 class EMA:
     """Exponential moving average of the parameters (§4.1: decay 0.9999), foreach-fused."""
 
@@ -215,11 +243,18 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     data = build_train_data(cfg)  # a missing data set fails first
     comps = comps or build(cfg)
     model, device = comps.model, comps.device
+    rank, world = distributed.rank(), distributed.world_size()
+    # DDP (issue 6): a step-addressable reader gives every rank the global batch and the rank keeps its rows;
+    # a streaming (webdataset) reader shards by rank itself and gives each rank its B/W rows.
+    streaming = world > 1 and hasattr(data, "shards")
+    _check_world(cfg, world)
     schedule = registry.schedules.get(cfg.schedule.name)(cfg.schedule)
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.lr,
                             betas=(cfg.train.beta1, cfg.train.beta2), fused=fused)
     ema = EMA(model, cfg.train.ema_decay)
+    if world > 1:  # per-rank streams for dropout and the diffusion (t, noise) draws (MAR seeds seed + rank)
+        torch.manual_seed(cfg.seed * 1000 + rank)
     total = total_steps(cfg)
     start, curve, train_s = 0, [], 0.0
     ckpt_path = run_dir / "checkpoint.pt"
@@ -229,13 +264,21 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         opt.load_state_dict(ck["optimizer"])
         ema.load(ck["ema"])
         start, curve, train_s = ck["step"], ck["loss_curve"], ck.get("train_s", 0.0)
-        torch.set_rng_state(ck["rng_cpu"])
-        if device.type == "cuda" and ck.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ck["rng_cuda"])
+        rng_cpu, rng_cuda = ck["rng_cpu"], ck.get("rng_cuda")
+        if world > 1 and len(ck.get("rng_ranks") or []) == world:
+            rng_cpu, rng_cuda = ck["rng_ranks"][rank]
+        torch.set_rng_state(rng_cpu)
+        if device.type == "cuda" and rng_cuda is not None:
+            torch.cuda.set_rng_state(rng_cuda)
         print(f"resumed from {ckpt_path} at step {start}/{total}")
     if cfg.train.compile:
         model.forward = torch.compile(model.forward)
     model.train()
+    net: nn.Module = model
+    if world > 1:  # find_unused_parameters: a rank whose groups are all below γ skips the decoder
+        ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+        distributed.sync_batchnorm(model, device.type == "cuda")  # official: SyncBN; in place, same parameters
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     seq_len = model.backbone.seq_len
     b, accum = cfg.train.batch_size, cfg.train.accum_steps
     micro_b = b // accum
@@ -249,14 +292,23 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         lr = lr_at(cfg, progress)
         for g in opt.param_groups:
             g["lr"] = lr
-        raw = data.batch(step, b)
+        raw = data.batch(step, b // world if streaming else b)
         for m in range(accum):
-            part = {k: v[m * micro_b:(m + 1) * micro_b] for k, v in raw.items()}
+            lo, hi = m * micro_b, (m + 1) * micro_b
+            if world > 1:  # this rank's rows [r·n/W, (r+1)·n/W) of the global micro-batch of n rows
+                rows = distributed.shard(micro_b)
+                lo, hi = (m * (hi - lo) // world, (m + 1) * (hi - lo) // world) if streaming else \
+                    (lo + rows.start, lo + rows.stop)
+            part = {k: v[lo:hi] for k, v in raw.items()}
             batch = prepare_batch(comps, part, step, m)
             mask = sample_masking(cfg, schedule, micro_b, seq_len, progress, step, m, device)
-            with autocast(cfg, device):
-                out = model(batch, mask, progress)
-            (out["total"] / accum).backward()
+            if world > 1:
+                mask = shard_draws(cfg, batch, mask, rows, step, m, micro_b)
+            sync = net.no_sync() if world > 1 and m < accum - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast(cfg, device):
+                    out = net(batch, mask, progress)
+                (out["total"] / accum).backward()
             for k, v in out.items():
                 window.setdefault(k, []).append(v.detach().float())
             window.setdefault("mask_ratio", []).append(mask.masked_fraction.mean())
@@ -268,7 +320,8 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         images_seen += b
         done = step + 1
         if done % cfg.train.log_every == 0 or done == total:
-            logs = {k: round(float(torch.stack(v).mean()), 6) for k, v in window.items()}  # one sync per N steps
+            logs = {k: float(torch.stack(v).mean()) for k, v in window.items()}  # one sync per N steps
+            logs = {k: round(v, 6) for k, v in distributed.mean_over_ranks(logs).items()}
             logs["lr"] = lr
             curve.append([done, logs])
             window = {}
@@ -276,8 +329,15 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
             bar.update(done, logs, images_seen / max(time.time() - t0, 1e-9), elapsed)
             if not math.isfinite(logs["total"]):
                 raise FloatingPointError(f"non-finite loss at step {done}: {logs}")
-        if done % cfg.train.ckpt_every == 0 or done == total:
+        stop = distributed.should_stop()  # preemption or time limit: all ranks stop after this step
+        if done % cfg.train.ckpt_every == 0 or done == total or stop:
             save_checkpoint(run_dir, model, opt, ema, done, curve, train_s + time.time() - t0, cfg, device)
+            if record is not None:  # what `status` shows while the run trains
+                record.data["progress"] = {"step": done, "total": total}
+                record.save()
+        if stop:
+            print(f"stop requested: checkpoint saved at step {done}/{total}", flush=True)
+            break
         if stop_after is not None and done - start >= stop_after:
             break
     bar.close()
@@ -300,10 +360,14 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
 
 def save_checkpoint(run_dir: Path, model: nn.Module, opt, ema: EMA, step: int, curve: list, train_s: float,
                     cfg: RunConfig, device: torch.device) -> None:
+    rng_cuda = torch.cuda.get_rng_state() if device.type == "cuda" else None
+    rngs = distributed.gather_objects((torch.get_rng_state(), rng_cuda))  # collective: all ranks call this
+    if not distributed.is_main():  # only rank 0 writes (the weights are identical on all ranks)
+        return
     state = {
         "model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step,
         "loss_curve": curve, "train_s": train_s, "config": cfg.to_dict(), "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+        "rng_cuda": rng_cuda, "rng_ranks": rngs if len(rngs) > 1 else None,
     }
     atomic_torch_save({"model": ema.state_dict(model), "step": step, "config": cfg.to_dict()}, run_dir / "ema.pt")
     atomic_torch_save(state, run_dir / "checkpoint.pt")  # written last: it marks the resume point
@@ -315,7 +379,8 @@ class _progress:
     def __init__(self, total: int, start: int) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=2.0)
+        self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=2.0,
+                        disable=not distributed.is_main())
         self.last = start
 
     def update(self, done: int, logs: dict[str, float], ips: float, elapsed: float) -> None:

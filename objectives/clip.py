@@ -4,6 +4,7 @@ excluded from the loss, as in DREAM."""
 
 from __future__ import annotations
 
+from benchmark.distributed import any_over_ranks
 from benchmark.registry import register_objective
 from models.text import ClipHead
 from objectives.base import Objective, contrastive_loss
@@ -23,7 +24,7 @@ class CLIP(Objective):
     def clip_loss(self, batch, enc, mask):
         c = self.cfg
         participate = mask.masked_fraction <= c.phi + 1e-9  # ϕ: maximum masking for the CLIP loss
-        if not bool(participate.any()):
+        if not any_over_ranks(bool(participate.any())):  # decided globally: the loss all-gathers under DDP
             return enc.tokens.new_zeros(())
         image = self.clip.embed_image(enc.pool(c.clip_pool, c.clip_layer))
         text = self.clip.embed_text(batch["clip_ids"])
