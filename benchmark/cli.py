@@ -98,7 +98,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate an image (or a grid: prompts x seeds) from a trained run (issue 3)."""
+    from benchmark.generate import generate_command
+
+    prompts = args.prompt or ["a large red circle in the center on a white background"]
+    res = generate_command(args.run, prompts, args.out, args.candidates, args.select_step, args.nfe, args.cfg,
+                           args.cfg_schedule, args.seed, args.seeds, args.steps, args.temperature, args.rerank)
+    print(f"generate: {res['images']} image(s), K={res['K']} S={res['steps']} T={res['T']} NFE={res['nfe']} "
+          f"in {res['seconds']:.1f}s -> {res['out']}")
+    return 0
+
+
+def cmd_bench_sample(args: argparse.Namespace) -> int:
+    """Table-6 rows: throughput at a fixed NFE budget with the quality metrics, written into the record."""
+    from benchmark.bench_sample import bench_sample, format_rows
+
+    if not args.run:
+        from benchmark.config import ConfigError
+
+        raise ConfigError("bench sample needs --run RUN_DIR (a trained run)")
+    print(format_rows(bench_sample(args.run, args.prompts, args.decode_steps, variant=args.variant)))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "sample":
+        return cmd_bench_sample(args)
     from benchmark.bench import bench_train
     from benchmark.config import parse_set
 
@@ -186,7 +212,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.number not in TABLES:
         print(f"error: unknown table {args.number}; tables: {', '.join(map(str, TABLES))}", file=sys.stderr)
         return 2
-    sys.stdout.write(build_table(args.number, args.runs, args.format))
+    sys.stdout.write(build_table(args.number, args.runs, args.format, color=sys.stdout.isatty()))
     return 0
 
 
@@ -215,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA")
     p_eval.set_defaults(func=cmd_eval)
     p_bench = sub.add_parser("bench", help="bench train: step time, images/s, memory and MFU on random inputs")
-    p_bench.add_argument("what", choices=["train"])
+    p_bench.add_argument("what", choices=["train", "sample"])
     p_bench.add_argument("--objective", default="dream")
     p_bench.add_argument("--preset", default="L")
     p_bench.add_argument("--batch", type=int, default=64, help="images per device (the released recipe: 64)")
@@ -229,7 +255,26 @@ def build_parser() -> argparse.ArgumentParser:
                          help="raw: each step also runs the frozen VAE and T5 encoders (uncached loader)")
     p_bench.add_argument("--vae", default="sd", choices=["sd", "tiny"],
                          help="--input raw: SD kl-f8 architecture (random weights) or the tiny test VAE")
+    p_bench.add_argument("--run", default=None, help="bench sample: the trained run folder")
+    p_bench.add_argument("--prompts", type=int, default=0, help="bench sample: prompts per row (0: eval.sad_bench_prompts)")
+    p_bench.add_argument("--decode-steps", type=int, default=64, help="bench sample: decoding steps S (the paper: 64)")
+    p_bench.add_argument("--variant", default=None, help="bench sample on real data: cc12m | coco")
     p_bench.set_defaults(func=cmd_bench)
+    p_gen = sub.add_parser("generate", help="text-to-image from a trained run (MAR decoding, CFG, SAD)")
+    p_gen.add_argument("--run", required=True, help="run folder, e.g. results/runs/<run_id>")
+    p_gen.add_argument("--prompt", action="append", default=[], help="caption (repeatable: one grid row each)")
+    p_gen.add_argument("--out", required=True, help="output PNG (prompts are written next to it as .txt)")
+    p_gen.add_argument("--candidates", type=int, default=1, help="K candidates (Semantically Aligned Decoding)")
+    p_gen.add_argument("--select-step", type=int, default=None, help="T: the step where the best candidate is kept")
+    p_gen.add_argument("--nfe", type=int, default=None, help="budget of encoder passes, T from K*T + (S - T) = NFE")
+    p_gen.add_argument("--rerank", default="self", choices=["self", "clip"], help="self (SAD) | clip (external)")
+    p_gen.add_argument("--cfg", type=float, default=None, help="CFG scale (default: the run's eval.cfg)")
+    p_gen.add_argument("--cfg-schedule", default=None, choices=["constant", "linear"])
+    p_gen.add_argument("--steps", type=int, default=None, help="decoding steps S (default: eval.sample_steps)")
+    p_gen.add_argument("--temperature", type=float, default=None)
+    p_gen.add_argument("--seed", type=int, default=0)
+    p_gen.add_argument("--seeds", type=int, default=1, help="images per prompt (grid columns), seeds seed..seed+n-1")
+    p_gen.set_defaults(func=cmd_generate)
     p_cache = sub.add_parser("cache", help="precompute VAE latents, T5 features, CLIP ids of CC12M (resumable)")
     p_cache.add_argument("--objective", default="dream", help="sets the CLIP context length it stores")
     p_cache.add_argument("--preset", default="L", help="image size, text length, T5 width come from it")

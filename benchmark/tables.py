@@ -512,7 +512,18 @@ def _footnotes(spec: TableSpec, rows: list[Row], notes: list[str], runs_dir: str
     return out
 
 
-def build_table(n: int, runs_dir: str | Path = DEFAULT_RUNS, fmt: str = "md") -> str:
+def _within(delta: float | None, tol: float) -> str | None:
+    """"ok" within the column's tolerance of the paper, else "better" / "worse" (the OpenMMLab regression colours)."""
+    if delta is None:
+        return None
+    return "ok" if abs(delta) <= tol + 1e-9 else ("better" if delta > 0 else "worse")
+
+
+COLORS = {"ok": "\x1b[32m", "better": "\x1b[36m", "worse": "\x1b[31m"}
+
+
+def build_table(n: int, runs_dir: str | Path = DEFAULT_RUNS, fmt: str = "md", color: bool = False) -> str:
+    """Table ``n`` as text; ``color`` (md, for a terminal) colours each Δ by the column's tolerance."""
     if n not in TABLES:
         raise KeyError(n)
     if fmt not in FORMATS:
@@ -523,7 +534,8 @@ def build_table(n: int, runs_dir: str | Path = DEFAULT_RUNS, fmt: str = "md") ->
     if fmt == "json":
         return json.dumps({"table": n, "title": spec.title, "runs": str(runs_dir), "rows": [
             {"row": r.label, "reproduction": r.reproduction, "runs": r.run_ids, "differs": r.differs,
-             "cells": {k: vars(c) for k, c in r.cells.items()}} for r in rows], "notes": foot},
+             "cells": {k: {**vars(c), "within_tolerance": _within(c.delta, col.tolerance)}
+                       for col in cols for k, c in [(col.label, r.cells[col.label])]}} for r in rows], "notes": foot},
             indent=1, ensure_ascii=False) + "\n"
     header = ["row"]
     for c in cols:
@@ -533,7 +545,11 @@ def build_table(n: int, runs_dir: str | Path = DEFAULT_RUNS, fmt: str = "md") ->
         line = [_label(r)]
         for c in cols:
             cell = r.cells[c.label]
-            line += [_ours(cell, c.fmt), cell.paper_text or MISSING, _num(cell.delta, c.fmt, signed=True)]
+            d = _num(cell.delta, c.fmt, signed=True)
+            state = _within(cell.delta, c.tolerance)
+            if color and fmt == "md" and state:
+                d = f"{COLORS[state]}{d}\x1b[0m"
+            line += [_ours(cell, c.fmt), cell.paper_text or MISSING, d]
         body.append(line)
     if fmt == "csv":
         import io
@@ -545,6 +561,8 @@ def build_table(n: int, runs_dir: str | Path = DEFAULT_RUNS, fmt: str = "md") ->
         return buf.getvalue()
     title = f"Table {n}: {spec.title}"
     legend = "(each cell: ours | paper | Δ, Δ > 0 = better than the paper)"
+    if color and fmt == "md":
+        legend += " (Δ green: within the column's tolerance, cyan: better, red: worse)"
     if fmt == "latex":
         subs = [("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#"),
                 ("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("—", "--"), (MARK, "$^\\dagger$"), (OTHER, "$^\\ddagger$")]

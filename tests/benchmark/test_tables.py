@@ -339,6 +339,17 @@ def test_sad_rows_read_bench_sample_variants(runs):
     assert t17["9"]["cells"]["CS"]["metric"] == "sad/k9-nfe128-self.cs"
 
 
+def test_tolerance_states_and_colour(runs):
+    t12 = {r["row"]: r for r in json.loads(build_table(12, runs, "json"))["rows"]}
+    assert t12["0.5"]["cells"]["LP"]["within_tolerance"] == "ok"  # |72.6 - 72.5| <= 0.5
+    assert t12["0.25"]["cells"]["LP"]["within_tolerance"] == "worse"  # 65.0 vs 72.7
+    assert t12["0.25"]["cells"]["FID"]["within_tolerance"] == "worse"  # 6.10 vs 4.73, lower is better
+    assert t12["0"]["cells"]["LP"]["within_tolerance"] is None
+    coloured = build_table(12, runs, "md", color=True)
+    assert "| \x1b[31m-7.7\x1b[0m |" in coloured and "\x1b[32m+0.1\x1b[0m" in coloured
+    assert "\x1b" not in build_table(12, runs, "md")
+
+
 def test_grid_and_command():
     spec = TABLES[12]
     assert len(spec.grid()) == 4
