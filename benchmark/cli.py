@@ -75,6 +75,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.run import execute
 
     cfg = config_from_args(args)
+    if args.executor:  # submitit (issue 6): slurm | local | debug
+        from slurm.commands import run_command
+
+        return run_command(args, cfg)
     execute(cfg, resume=args.resume, force=args.force)
     return 0
 
@@ -92,6 +96,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tasks = [t for t in args.tasks.split(",") if t]
     for t in tasks:
         registry.tasks.get(t)
+    if args.executor:  # submitit (issue 6)
+        from slurm.commands import eval_command
+
+        return eval_command(args, tasks)
     comps, cfg, rec = load_run(run_dir, use_ema=not args.no_ema)
     evaluate(comps, cfg, rec, tasks)
     print_summary(rec)
@@ -205,6 +213,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Submit a named grid (Tables 4, 5, 7, 8, 10-17, Fig. 4) as one Slurm array (issue 6)."""
+    from slurm.commands import sweep_command
+
+    return sweep_command(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from benchmark.status import status_command
+
+    return status_command(args.runs)
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     """Print paper table N with our numbers beside the paper's (reads records only)."""
     from benchmark.tables import TABLES, build_table
@@ -234,12 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="train + evaluate one run", epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_run_args(p_run)
+    from slurm.commands import add_executor_args, add_sweep_args
+
+    add_executor_args(p_run)
     p_run.set_defaults(func=cmd_run)
     p_eval = sub.add_parser("eval", help="evaluate a trained run and add the metrics to its record")
     p_eval.add_argument("--run", required=True, help="run folder, e.g. results/runs/<run_id>")
     p_eval.add_argument("--tasks", default="lp", help="comma-separated tasks")
     p_eval.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA")
+    add_executor_args(p_eval)
     p_eval.set_defaults(func=cmd_eval)
+    p_sweep = sub.add_parser("sweep", help="submit a paper sweep (table4..table17, fig4) as one Slurm array")
+    add_sweep_args(p_sweep)
+    p_sweep.set_defaults(func=cmd_sweep)
+    p_status = sub.add_parser("status", help="one line per run: state, progress, requeues, Slurm job id")
+    p_status.add_argument("--runs", default="results/runs", help="runs directory (default results/runs)")
+    p_status.set_defaults(func=cmd_status)
     p_bench = sub.add_parser("bench", help="bench train: step time, images/s, memory and MFU on random inputs")
     p_bench.add_argument("what", choices=["train", "sample"])
     p_bench.add_argument("--objective", default="dream")

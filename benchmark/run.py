@@ -60,6 +60,9 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
     print(f"run {rid} -> {run_dir}")
     try:
         comps = train(cfg, run_dir, rec, resume=resume, stop_after=stop_after)
+        from benchmark import distributed
+
+        distributed.cleanup()  # DDP ends with training: rank 0 evaluates alone (the other ranks have returned)
         if not comps.finished:
             rec.data["status"] = "interrupted"
             rec.save()
