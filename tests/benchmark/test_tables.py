@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import main
-from benchmark.tables import PAPER_DIR, TABLES, build_table, load_paper
+from benchmark.tables import PAPER_DIR, TABLES, TASK_VERSIONS, build_table, load_paper
 
 GOLDEN = Path(__file__).parent / "golden"
 PAPER_TXT = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "dream-paper.txt"
@@ -365,6 +365,17 @@ def test_grid_and_command():
     cmd6 = TABLES[6].command(TABLES[6].rows[3])
     assert cmd6.endswith("--recipe official --tasks none && python -m benchmark bench sample --run <run dir>")
     assert TABLES[2].command(TABLES[2].rows[-1]).endswith("--recipe paper --tasks " + ",".join(TABLES[2].run_tasks()))
+
+
+def test_task_versions_match_registered_tasks():
+    """TASK_VERSIONS is what tables accept: it must follow the version each registered task writes."""
+    from benchmark import registry
+    from benchmark.bench_sample import SAD_VERSION
+
+    for name in registry.tasks.names():
+        if name in TASK_VERSIONS:
+            assert registry.tasks.get(name).version == TASK_VERSIONS[name], name
+    assert TASK_VERSIONS["sad"] == SAD_VERSION
 
 
 def test_cli_table(runs, capsys):
