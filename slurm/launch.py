@@ -107,13 +107,14 @@ def executor_parameters(prof: dict[str, Any]) -> dict[str, Any]:
 def make_executor(kind: str, folder: str | Path, prof: dict[str, Any]) -> submitit.AutoExecutor:
     if kind not in EXECUTORS:
         raise ConfigError(f"--executor {kind!r} is not valid; choose one of: {', '.join(EXECUTORS)}")
-    ex = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=prof["max_num_timeout"])
+    ex = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=prof["max_num_timeout"],
+                               local_max_num_timeout=prof["max_num_timeout"])
     params = executor_parameters(prof)
     if kind != "slurm":
         params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
-        if kind == "local":
-            params["local_signal_delay_s"] = prof["signal_delay_s"]
     ex.update_parameters(name="dream-bench", **params)
+    if kind == "local":  # USR2 this long before the time limit, as Slurm's --signal does
+        ex._executor.update_parameters(signal_delay_s=prof["signal_delay_s"])
     return ex
 
 
