@@ -180,18 +180,6 @@ class EvalConfig:
     zeroshot_templates: str = "auto"  # auto | openai (the 80 OpenAI ImageNet templates) | synthetic (caption-style)
     zeroshot_n: int = 0  # images evaluated (0 = all of ImageNet val; synthetic: n_probe_test)
     # -- dense probes: seg, depth (issue 5) --
-
-
-@dataclass
-class RunConfig:
-    preset: str = "tiny"
-    recipe: str = "official"
-    seed: int = 0
-    tasks: list[str] = field(default_factory=lambda: ["lp"])
-    include: list[str] = field(default_factory=list)
-    out: str = "results/runs"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     dense_mode: str = "full"  # full: the anchor's augmented pipeline (DINOv3) | fast: head on cached un-augmented features
     dense_resolution: int = 0  # px the encoder sees (seg crop/window side, depth short side); 0 = model.image_size
     dense_layer: int = 0  # encoder block whose output feeds the heads; 0 = last, after the final norm (DINOv3 LAST)
@@ -214,6 +202,18 @@ class RunConfig:
     depth_bins: int = 256  # DINOv3 NYU config: 256 bins over [min_depth, max_depth]
     depth_min: float = 1e-3
     depth_max: float = 10.0
+
+
+@dataclass
+class RunConfig:
+    preset: str = "tiny"
+    recipe: str = "official"
+    seed: int = 0
+    tasks: list[str] = field(default_factory=lambda: ["lp"])
+    include: list[str] = field(default_factory=list)
+    out: str = "results/runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -431,6 +431,19 @@ def validate(cfg: RunConfig) -> None:
     check(e.fewshot_C > 0, f"eval.fewshot_C must be > 0, got {e.fewshot_C}")
     check(e.zeroshot_seeds >= 1 and e.zeroshot_n >= 0, "eval.zeroshot_seeds must be >= 1 and eval.zeroshot_n >= 0")
     # -- dense probes (issue 5) --
+    choice("eval.dense_mode", e.dense_mode, ("full", "fast"))
+    choice("eval.dense_tokens", e.dense_tokens, ("image", "image+buffer"))
+    choice("eval.seg_recipe", e.seg_recipe, ("paper", "dinov3"))
+    check(0 <= e.dense_layer <= cfg.encoder_depth, f"eval.dense_layer must be in [0, {cfg.encoder_depth}]")
+    check(e.dense_resolution >= 0, f"eval.dense_resolution must be >= 0, got {e.dense_resolution}")
+    check(e.dense_batch >= 1 and e.dense_n_train >= 1 and e.dense_n_test >= 1,
+          "eval.dense_batch, eval.dense_n_train and eval.dense_n_test must be >= 1")
+    check(e.seg_iters >= 1 and e.depth_iters >= 1, "eval.seg_iters and eval.depth_iters must be >= 1")
+    check(0 <= e.seg_warmup < e.seg_iters, f"eval.seg_warmup must be in [0, eval.seg_iters), got {e.seg_warmup}")
+    check(0 <= e.depth_warmup < e.depth_iters, f"eval.depth_warmup must be in [0, eval.depth_iters), got {e.depth_warmup}")
+    check(e.seg_lr >= 0 and e.depth_lr > 0, "eval.seg_lr must be >= 0 and eval.depth_lr > 0")
+    check(0 < e.depth_min < e.depth_max and e.depth_bins >= 2,
+          "eval.depth_min/depth_max need 0 < min < max and eval.depth_bins >= 2")
     # -- data and caching (issue 8) --
     check(d.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {d.shuffle_buffer}")
     check(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
@@ -449,19 +462,6 @@ def build_config(
     objective_defaults: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Resolve a full config. ``objective_defaults`` come from the objective plugin (Tables 18-21)."""
-    choice("eval.dense_mode", e.dense_mode, ("full", "fast"))
-    choice("eval.dense_tokens", e.dense_tokens, ("image", "image+buffer"))
-    choice("eval.seg_recipe", e.seg_recipe, ("paper", "dinov3"))
-    check(0 <= e.dense_layer <= cfg.encoder_depth, f"eval.dense_layer must be in [0, {cfg.encoder_depth}]")
-    check(e.dense_resolution >= 0, f"eval.dense_resolution must be >= 0, got {e.dense_resolution}")
-    check(e.dense_batch >= 1 and e.dense_n_train >= 1 and e.dense_n_test >= 1,
-          "eval.dense_batch, eval.dense_n_train and eval.dense_n_test must be >= 1")
-    check(e.seg_iters >= 1 and e.depth_iters >= 1, "eval.seg_iters and eval.depth_iters must be >= 1")
-    check(0 <= e.seg_warmup < e.seg_iters, f"eval.seg_warmup must be in [0, eval.seg_iters), got {e.seg_warmup}")
-    check(0 <= e.depth_warmup < e.depth_iters, f"eval.depth_warmup must be in [0, eval.depth_iters), got {e.depth_warmup}")
-    check(e.seg_lr >= 0 and e.depth_lr > 0, "eval.seg_lr must be >= 0 and eval.depth_lr > 0")
-    check(0 < e.depth_min < e.depth_max and e.depth_bins >= 2,
-          "eval.depth_min/depth_max need 0 < min < max and eval.depth_bins >= 2")
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESETS)}")
     cfg = RunConfig(preset=preset, recipe=recipe)
