@@ -105,9 +105,14 @@ class TableSpec:
         """The task names of the columns (for version checks)."""
         return list(dict.fromkeys(c.task for c in self.columns))
 
-    def run_tasks(self) -> list[str]:
-        """The ``--tasks`` entries that fill the columns (task variants; `bench sample` ones excluded)."""
-        return list(dict.fromkeys(c.variant for c in self.columns if c.task not in SAMPLE_TASKS))
+    def run_tasks(self, row: RowSpec | None = None) -> list[str]:
+        """The ``--tasks`` entries that fill the columns (task variants; `bench sample` ones excluded); for a
+        ``row``, only the columns the paper reports for it (no FID for CLIP or MAR: they cannot generate)."""
+        cols = self.columns
+        if row is not None:
+            reported = {c for r, c in paper_values(self.number) if r == row.label}
+            cols = [c for c in cols if c.label in reported] or cols
+        return list(dict.fromkeys(c.variant for c in cols if c.task not in SAMPLE_TASKS))
 
     def overrides(self, row: RowSpec) -> dict[str, Any]:
         """The config override dict that fills ``row`` (used by ``sweep``)."""
@@ -124,7 +129,7 @@ class TableSpec:
                 sets[field_] = round(m[k] * ABL_EPOCHS, 6)
         return {"objective": m.get("objective", "dream"), "schedule": m.get("schedule"),
                 "preset": row.paper.get("preset", "L"), "data": row.paper.get("data", "cc12m"),
-                "recipe": recipe, "set": sets, "tasks": self.run_tasks(),
+                "recipe": recipe, "set": sets, "tasks": self.run_tasks(row),
                 "sample": row.variant is not None}
 
     def grid(self) -> list[dict[str, Any]]:
@@ -508,6 +513,8 @@ def _footnotes(spec: TableSpec, rows: list[Row], notes: list[str], runs_dir: str
              if max((c.n for c in r.cells.values()), default=0) > 1]
     if multi:
         out.append("mean ± std over runs (seeds): " + ", ".join(multi))
+    if not any(Path(runs_dir).glob("*/record.json")):
+        out.append(f"no run records under {runs_dir} (--runs DIR: the folder holding <run_id>/record.json)")
     out += notes
     return out
 
