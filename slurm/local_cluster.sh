@@ -65,11 +65,24 @@ start() {
 
 stop() {
   scancel --user=root 2>/dev/null || true
-  for f in "$SLURM_LOCAL_STATE/slurmd.pid" "$SLURM_LOCAL_STATE/slurmctld.pid"; do
-    [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null
+  # slurm daemons first (their shutdown may still talk to munge), then munged; SIGKILL what a SIGTERM left alive
+  local f pids
+  pids=""; for f in "$SLURM_LOCAL_STATE/slurmd.pid" "$SLURM_LOCAL_STATE/slurmctld.pid"; do
+    [ -s "$f" ] && pids="$pids $(cat "$f")"; done
+  _kill_wait $pids
+  [ -s /run/munge/munged.pid ] && _kill_wait "$(cat /run/munge/munged.pid)"
+  echo "slurm-local stopped"
+}
+
+_kill_wait() {
+  local p alive i
+  [ $# -gt 0 ] || return 0
+  kill "$@" 2>/dev/null
+  for i in $(seq 1 40); do
+    alive=""; for p in "$@"; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+    [ -z "$alive" ] && return 0; sleep 0.25
   done
-  [ -s /run/munge/munged.pid ] && kill "$(cat /run/munge/munged.pid)" 2>/dev/null
-  sleep 1; echo "slurm-local stopped"
+  kill -9 $alive 2>/dev/null; return 0
 }
 
 status() { sinfo; squeue; }
