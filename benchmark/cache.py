@@ -88,13 +88,25 @@ def build_manifest(out: Path, header: dict[str, Any]) -> dict[str, Any]:
             "n_corrupt_skipped": sum(s["skipped"] for s in shards.values())}
 
 
+def launcher_rank() -> tuple[int, int]:
+    """(rank, world) of this process: torch.distributed if initialised, else torchrun's RANK/WORLD_SIZE or
+    Slurm's SLURM_PROCID/SLURM_NTASKS (shards are independent: caching needs no process group)."""
+    from benchmark import distributed
+
+    if distributed.is_dist():
+        return distributed.rank(), distributed.world_size()
+    for r, w in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if r in os.environ and w in os.environ:
+            return int(os.environ[r]), int(os.environ[w])
+    return 0, 1
+
+
 def cache_features(cfg: RunConfig, batch_size: int = 64, device: str = "auto", rank: int | None = None,
                    world: int | None = None, stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Cache this rank's shards; returns the manifest (all ranks' finished shards so far)."""
     import webdataset as wds
     from tqdm import tqdm
 
-    from benchmark import distributed
     from benchmark.data.cc12m import SkipCounter, cache_dir_for, cc12m_shards, decode_raw, npy_bytes
     from models.text import ClipTokenizer, FrozenT5
     from models.tokenizer import VAETokenizer
@@ -105,9 +117,12 @@ def cache_features(cfg: RunConfig, batch_size: int = 64, device: str = "auto", r
                           f"(got {m.tokenizer!r}); the pixel tokenizer needs no cache")
     shards = cc12m_shards(d.root, d.shards)
     out = cache_dir_for(d.root, d.cache_dir)
-    rank = distributed.rank() if rank is None else rank
-    world = distributed.world_size() if world is None else world
+    env_rank, env_world = launcher_rank()
+    rank = env_rank if rank is None else rank
+    world = env_world if world is None else world
     dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) or device == "cuda" else "cpu")
+    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
 
     vae = VAETokenizer(m.vae_path, m.patch_size, m.vae_scale, m.image_size).to(dev)
     t5 = FrozenT5(m.t5_path, m.text_len, m.text_pad_mask).to(dev)

@@ -167,3 +167,20 @@ def test_runs_on_raw_and_cached_cc12m_record_the_data(setup, tmp_path):
     assert seen["false"]["source"] == "shards" and seen["false"]["corrupt_skipped"] == 1  # 2 x 8 of 19: one epoch
     assert seen["true"]["source"] == "cache" and seen["true"]["corrupt_skipped"] == 0  # the cache left it out
     assert seen["true"]["samples_seen"] == seen["false"]["samples_seen"] == 16
+
+
+def test_cache_cli_takes_the_launcher_rank(setup, tmp_path, monkeypatch, capsys):
+    """`python -m benchmark cache` under torchrun/Slurm: rank 1 of 2 caches shards 1 and 3 only."""
+    from benchmark.cli import main
+
+    cfg, root, _ = setup
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    sets = {"data.root": cfg.data.root, "data.cache_dir": str(tmp_path / "c"), "model.vae_path": cfg.model.vae_path,
+            "model.t5_path": cfg.model.t5_path, "model.tokenizer": "sd_vae", "model.image_size": "64",
+            "model.patch_size": "2"}
+    args = ["cache", "--preset", "tiny", "--device", "cpu", "--batch", "4"]
+    assert main(args + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]) == 0
+    assert sorted(p.name for p in (tmp_path / "c").glob("*.tar")) == ["00001.tar", "00003.tar"]
+    assert "cache: 9 samples in 2/4 shards, 1 corrupt skipped" in capsys.readouterr().out
+    assert main(["cache", "--preset", "tiny", "--set", f"data.root={tmp_path / 'none'}"]) == 2  # one-line error
