@@ -14,16 +14,20 @@ one column per metric.
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
 DEFAULT_RUNS = "results/runs"
 FORMATS = ("md", "csv", "latex", "json")
-# Current version of each task; a record whose task has another version is never mixed into a table.
+# Version of each task for tasks this install does not register (the registered task's ``version`` wins, see
+# task_versions); a record whose task has another version is never mixed into a table. "sad": bench_sample.SAD_VERSION.
 TASK_VERSIONS: dict[str, int] = {"lp": 1, "ft": 1, "robustness": 1, "fewshot": 1, "seg": 1, "depth": 1, "fid": 1,
                                  "clip_score": 1, "zeroshot": 1, "sad": 1}
 MARK = "†"  # a row whose runs used another setting than the paper's (e.g. tiny on synthetic)
@@ -306,13 +310,28 @@ def paper_values(n: int) -> dict[tuple[str, str], str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def task_versions() -> dict[str, int]:
+    """The current version of each task: the registered task's ``version``, else TASK_VERSIONS."""
+    versions = dict(TASK_VERSIONS)
+    try:
+        from benchmark import registry
+
+        for name in registry.tasks.names():
+            versions[name] = int(getattr(registry.tasks.get(name), "version", versions.get(name, 1)))
+    except Exception as e:  # noqa: BLE001 -- a broken plugin must not stop a table from being read
+        log.warning("task versions from the registry unavailable (%s); using TASK_VERSIONS", e)
+    return versions
+
+
 def _version_problems(rec: dict[str, Any], tasks: list[str]) -> list[str]:
-    """The tasks of ``tasks`` this record holds in another version than TASK_VERSIONS ("lp v7 (current v1)")."""
+    """The tasks of ``tasks`` this record holds in another version than the current one ("lp v7 (current v1)")."""
+    current = task_versions()
     out = []
     for name, info in (rec.get("tasks") or {}).items():
         base = _task(name)
-        if base in tasks and isinstance(info, dict) and info.get("version") != TASK_VERSIONS.get(base):
-            out.append(f"{name} v{info.get('version')} (current v{TASK_VERSIONS.get(base)})")
+        if base in tasks and isinstance(info, dict) and info.get("version") != current.get(base):
+            out.append(f"{name} v{info.get('version')} (current v{current.get(base)})")
     return out
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmark import tables
 from benchmark.cli import main
-from benchmark.tables import PAPER_DIR, TABLES, TASK_VERSIONS, build_table, load_paper
+from benchmark.tables import PAPER_DIR, TABLES, TASK_VERSIONS, build_table, load_paper, load_records
 
 GOLDEN = Path(__file__).parent / "golden"
 PAPER_TXT = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "dream-paper.txt"
@@ -224,6 +225,13 @@ def _records() -> list[dict]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _fixed_versions(request, monkeypatch):
+    """Fixture records are written at version 1: tables read them against TASK_VERSIONS, not the live registry."""
+    if "task_versions_follow" not in request.node.name:
+        monkeypatch.setattr(tables, "task_versions", lambda: dict(TASK_VERSIONS))
+
+
 @pytest.fixture
 def runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative runs dir: the golden files hold "runs/<run_id>"
@@ -367,15 +375,19 @@ def test_grid_and_command():
     assert TABLES[2].command(TABLES[2].rows[-1]).endswith("--recipe paper --tasks " + ",".join(TABLES[2].run_tasks()))
 
 
-def test_task_versions_match_registered_tasks():
-    """TASK_VERSIONS is what tables accept: it must follow the version each registered task writes."""
+def test_task_versions_follow_registered_tasks(tmp_path):
+    """Tables accept the version each registered task writes now (and bench sample's for sad)."""
     from benchmark import registry
     from benchmark.bench_sample import SAD_VERSION
 
-    for name in registry.tasks.names():
-        if name in TASK_VERSIONS:
-            assert registry.tasks.get(name).version == TASK_VERSIONS[name], name
-    assert TASK_VERSIONS["sad"] == SAD_VERSION
+    lp = registry.tasks.get("lp").version
+    assert tables.task_versions()["lp"] == lp and tables.task_versions()["sad"] == SAD_VERSION
+    for v in (lp, lp + 1):
+        _write(tmp_path, _record(f"dream-wm-L-cc12m-v{v}-s0", "dream", "wm", {"lp": {"top1": 50.0}}, versions={"lp": v}))
+    rejected: list = []
+    assert [r["run_id"] for r in load_records(tmp_path, ["lp"], rejected)] == [f"dream-wm-L-cc12m-v{lp}-s0"]
+    assert [(r["run_id"], why) for r, why in rejected] == [(f"dream-wm-L-cc12m-v{lp + 1}-s0",
+                                                            f"task version lp v{lp + 1} (current v{lp})")]
 
 
 def test_cli_table(runs, capsys):
