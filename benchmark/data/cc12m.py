@@ -243,12 +243,14 @@ class CC12MTrainData:
         if self.cached:
             # MAR: one of the two cached posteriors (crop / flipped crop), sampled in prepare_batch
             out["moments"] = torch.where(flip[:, None, None, None], b["moments_flip"], b["moments"])
-            out["t5"] = b["t5"].float()
+            out["t5"] = b["t5"]  # float16: prepare_batch casts on the device
             out["t5_valid"] = torch.arange(b["t5"].shape[1])[None] < b["t5_len"][:, None]
             out["clip_ids"] = b["clip_ids"]
-        else:
-            images = b["image"].float() / 127.5 - 1.0
+        else:  # uint8 crops: prepare_batch maps them to [-1, 1] on the device
+            images = b["image"]
             out["images"] = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        if torch.cuda.is_available():  # the flip made new tensors: pin them for the non-blocking copy
+            out = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
         return out
 
     def stats(self) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def test_reads_shards_crops_and_skips_the_corrupt_sample(shards):
     assert s["image"].shape == (3, 32, 32) and torch.equal(s["image"], torch.from_numpy(ref).permute(2, 0, 1))
     assert i < 5
 
-    # batches: images in [-1, 1], flipped exactly where the step's flip draw says; the skip is counted
+    # batches: uint8 crops, flipped exactly where the step's flip draw says; the skip is counted
     batches = [data.batch(step, 4) for step in range(4)]  # one epoch: 19 samples -> 4 full batches
     assert data.skipped == 1 and data.samples_seen == 16
     data.batch(4, 4)  # the next epoch meets the corrupt sample again
@@ -82,10 +82,10 @@ def test_reads_shards_crops_and_skips_the_corrupt_sample(shards):
     b = batches[0]
     flips = torch.stack([bb["flip"] for bb in batches])
     assert 0 < flips.float().mean() < 1
-    crops = {x["key"]: x["image"].float() / 127.5 - 1 for x in samples}
+    crops = {x["key"]: x["image"] for x in samples}  # uint8: prepare_batch maps to [-1, 1] on the device
     for bb in batches:
         for img, key, f in zip(bb["images"], bb["keys"], bb["flip"].tolist()):
-            assert torch.allclose(img, crops[key].flip(-1) if f else crops[key])
+            assert torch.equal(img, crops[key].flip(-1) if f else crops[key])
     assert b["images"].shape == (4, 3, 32, 32) and len(b["captions"]) == 4
 
 
