@@ -2,10 +2,13 @@
 
 A table only reads files: ``<runs_dir>/*/record.json`` (completed runs whose task versions are current) and
 ``results/paper/table_NN.csv`` (the paper's numbers, long format ``table,row,column,value,note``). Each record
-goes to the first row whose ``match`` it satisfies (dotted keys into the record, e.g. ``config.schedule.sigma``);
-values are averaged over seeds (± std where there are several). A row whose runs used another setting than
-the paper's (``RowSpec.paper``: preset, data, recipe) is marked † and never passed off as a reproduction; when
-a row has both, only the runs in the paper's setting are used.
+goes to the first row whose ``match`` it satisfies (dotted keys into the record, e.g. ``config.schedule.sigma``).
+A row shows the seeds of ONE setting (same config but the seed), averaged (± std where there are several): the
+paper's setting (``RowSpec.paper``: preset, data, recipe, config values) if present, else the closest one, marked
+† and never passed off as a reproduction (no Δ when the data set differs). Cells of a column whose metric the
+record lacks may show a ``ColSpec.fallback`` metric of another kind (fd_ref / agreement on synthetic data),
+marked ‡, without Δ. Rows of Tables 6 and 17 read ``RowSpec.variant`` (a `bench sample` entry) instead of the
+column's task variant.
 
 Ablation tables (4, 5, 7, 8, 10-17) are stored transposed with respect to the paper: one row per setting,
 one column per metric.
@@ -128,7 +131,7 @@ class TableSpec:
             implied = {**BASE, "config.schedule.sigma": 0.55} if recipe == "paper" else BASE
         sets = {k[len("config."):]: v for k, v in {**m, **row.paper}.items()
                 if k.startswith("config.") and not (k in implied and _eq(implied[k], v))}
-        for k, (field_, _, _) in DERIVED.items():  # e.g. a warm-up fraction -> schedule.warmup_epochs of 48
+        for k, (field_, _) in DERIVED.items():  # e.g. a warm-up fraction -> schedule.warmup_epochs of 48
             if k in m and not (k in implied and _eq(implied[k], m[k])):
                 sets[field_] = round(m[k] * ABL_EPOCHS, 6)
         return {"objective": m.get("objective", "dream"), "schedule": m.get("schedule"),
@@ -158,12 +161,12 @@ def _fmt_value(v: Any) -> str:
 # Keys computed from the record. The masking warm-up is matched as a fraction of training (36 of 48 epochs in the
 # released recipe, Table 21) so that presets with other epoch counts (tiny: 3 of 4) keep the paper's proportion.
 ABL_EPOCHS = 48.0  # training epochs of the ablation runs (official recipe, Table 21)
-DERIVED = {"derived.warmup_frac": ("schedule.warmup_epochs", "schedule.warmup_epochs", "train.epochs")}
+DERIVED = {"derived.warmup_frac": ("schedule.warmup_epochs", "train.epochs")}  # key: (numerator = field set, denominator)
 
 
 def _get(rec: dict[str, Any], key: str) -> Any:
     if key in DERIVED:
-        _, num, den = DERIVED[key]
+        num, den = DERIVED[key]
         a, b = _get(rec, f"config.{num}"), _get(rec, f"config.{den}")
         return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
     cur: Any = rec
