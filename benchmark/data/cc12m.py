@@ -174,7 +174,10 @@ class CC12MTrainData:
 
     def __init__(self, root: str, seed: int, image_size: int, hflip: bool = True, num_workers: int = 8,
                  shards: str = "", cached: bool = False, cache_dir: str = "", shuffle_buffer: int = 1000,
-                 resampled: bool = True, rank: int | None = None, world: int | None = None) -> None:
+                 resampled: bool = True, rank: int | None = None, world: int | None = None,
+                 expect: dict[str, Any] | None = None) -> None:
+        """``expect``: the cache settings the run needs (``benchmark.cache.cache_settings``), checked
+        against the cache's manifest."""
         from benchmark import distributed
 
         self.raw_shards = cc12m_shards(root, shards)
@@ -187,6 +190,13 @@ class CC12MTrainData:
                 raise FileNotFoundError(f"data.cached=true but {len(missing)} of {len(self.shards)} cache shards "
                                         f"are missing in {cdir} (first: {missing[0]}). {CACHE_HELP}")
             self.manifest = read_manifest(cdir)
+            have = self.manifest.get("settings", {})
+            diff = {k: (have.get(k), v) for k, v in (expect or {}).items() if have.get(k) != v}
+            if diff:
+                from benchmark.config import ConfigError
+
+                raise ConfigError(f"the feature cache in {cdir} does not fit this run (cache vs run: {diff}); "
+                                  f"rebuild it into another data.cache_dir. {CACHE_HELP}")
         else:
             self.shards = self.raw_shards
         self.seed, self.image_size, self.hflip, self.num_workers = seed, image_size, hflip, num_workers

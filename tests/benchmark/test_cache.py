@@ -184,3 +184,20 @@ def test_cache_cli_takes_the_launcher_rank(setup, tmp_path, monkeypatch, capsys)
     assert sorted(p.name for p in (tmp_path / "c").glob("*.tar")) == ["00001.tar", "00003.tar"]
     assert "cache: 9 samples in 2/4 shards, 1 corrupt skipped" in capsys.readouterr().out
     assert main(["cache", "--preset", "tiny", "--set", f"data.root={tmp_path / 'none'}"]) == 2  # one-line error
+
+
+def test_a_cache_for_other_settings_is_refused(setup):
+    from benchmark.config import ConfigError, set_value
+    from benchmark.data import build_train_data
+
+    cfg, root, _ = setup
+    if not (root / "shards" / "cache" / "manifest.json").exists():
+        from benchmark.cache import cache_features
+
+        cache_features(cfg, batch_size=4, device="cpu", progress=False)
+    c = copy.deepcopy(cfg)
+    set_value(c, "data.cached", "true")
+    build_train_data(c)  # fits
+    set_value(c, "model.text_len", "16")
+    with pytest.raises(ConfigError, match="text_len"):
+        build_train_data(c)
