@@ -140,7 +140,10 @@ def cache_features(cfg: RunConfig, batch_size: int = 64, device: str = "auto", r
     old = out / "manifest.json"
     if old.exists():
         prev = json.loads(old.read_text())
-        if prev.get("settings") != header["settings"] or prev.get("models") != header["models"]:
+        def prints(h: dict[str, Any]) -> dict[str, Any]:  # the weights, wherever they are stored
+            return {k: v.get("fingerprint") if isinstance(v, dict) else v for k, v in h.get("models", {}).items()}
+
+        if prev.get("settings") != header["settings"] or prints(prev) != prints(header):
             raise ConfigError(f"the cache at {out} was made with other models or settings "
                               f"({prev.get('models')}, {prev.get('settings')}); pass another --set data.cache_dir=")
     _atomic_write_json(old, build_manifest(out, header))
