@@ -145,6 +145,18 @@ class EvalConfig:
     cfg_schedule: str = "linear"  # constant | linear (§9.5.2)
     temperature: float = 1.0
     # -- generation tasks: fid, clip_score, SAD, bench sample (issue 3) --
+    sad_k: int = 1  # Semantically Aligned Decoding candidates K (Alg. 3; Tables 6, 17: 1, 2, 5, 9, 17); 1 = plain MAR
+    sad_nfe: int = 0  # encoder-pass budget per image, NFE = K*T + (S - T) (Table 6: 64 | 128); 0: S for K=1, 2S for K>1
+    sad_rerank: str = "self"  # self (SAD, the model's own CLIP) | clip (Table 6 "K=2 w/ Ext. CLIP": full decodes)
+    gen_samples: int = 0  # images for fid / clip_score; 0 = the protocol: cc12m 50,000 | coco 30,000 (Table 2); synthetic 256
+    gen_batch: int = 64  # prompts per generation batch (the released eval: 48 per GPU)
+    gen_seed: int = 0  # seed of the generation (orders and diffusion noise)
+    gen_root: str = ""  # reference folders <root>/<cc12m|coco>/{captions.txt,images/}; env DREAM_BENCH_GEN_REF
+    fid_mode: str = "clean"  # clean-fid mode: clean | legacy_tensorflow | legacy_pytorch
+    inception_path: str = ""  # folder holding clean-fid's inception-2015-12-05.pt; env DREAM_BENCH_INCEPTION
+    clip_model: str = "ViT-L-14"  # external CLIP for the CLIP score and the reranker (open_clip name; anchors-eval §5.3)
+    clip_path: str = ""  # its local weights file; env DREAM_BENCH_CLIP
+    sad_bench_prompts: int = 0  # prompts per `bench sample` row; 0 = gen_samples
     # -- representation tasks: lp, ft, robustness, fewshot, zeroshot (issue 4) --
     lp_aug_scale: float = 0.2  # augmented mode: RandomResizedCrop scale (0.2, 1) + flip (MAGE main_linprobe, Table 22)
     lp_micro_batch: int = 0  # > 0: accumulate micro-batches of this size up to lp_batch (effective 4096, Table 22)
@@ -416,6 +428,12 @@ def validate(cfg: RunConfig) -> None:
     check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
     check(d.n_train >= t.batch_size, f"data.n_train ({d.n_train}) must be >= train.batch_size")
     # -- generation tasks (issue 3) --
+    choice("eval.sad_rerank", e.sad_rerank, ("self", "clip"))
+    choice("eval.fid_mode", e.fid_mode, ("clean", "legacy_tensorflow", "legacy_pytorch"))
+    check(e.sad_k >= 1, f"eval.sad_k must be >= 1, got {e.sad_k}")
+    check(e.sad_nfe >= 0 and e.sample_steps >= 1, "eval.sad_nfe must be >= 0 and eval.sample_steps >= 1")
+    check(e.gen_samples >= 0 and e.gen_batch >= 1 and e.sad_bench_prompts >= 0,
+          "eval.gen_samples >= 0, eval.gen_batch >= 1, eval.sad_bench_prompts >= 0")
     # -- representation tasks (issue 4) --
     choice("eval.lp_mode", e.lp_mode, ("fast", "augmented"))
     choice("eval.robustness_classifier", e.robustness_classifier, ("ft", "lp"))

@@ -10,6 +10,15 @@ from models.backbone import Backbone
 from models.sampler import cfg_scale, mask_len_at, sample_tokens, tokens_per_step
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; on a loaded machine two threads are many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_backbone(seed: int = 0) -> Backbone:
     cfg = build_config("dream", overrides={"model.width": "32", "model.depth": "2", "model.heads": "2",
                                            "model.buffer_tokens": "2", "model.head_width": "32", "model.head_depth": "1",
