@@ -201,3 +201,16 @@ def test_a_cache_for_other_settings_is_refused(setup):
     set_value(c, "model.text_len", "16")
     with pytest.raises(ConfigError, match="text_len"):
         build_train_data(c)
+    # caching again into the same folder with another VAE (other weights) is refused, not mixed in
+    from diffusers import AutoencoderKL
+
+    from benchmark.cache import cache_features
+
+    torch.manual_seed(1)
+    AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, latent_channels=4,
+                  norm_num_groups=4, sample_size=64).save_pretrained(root / "vae2")
+    other = copy.deepcopy(cfg)
+    set_value(other, "model.vae_path", str(root / "vae2"))
+    with pytest.raises(ConfigError, match="other models"):
+        cache_features(other, batch_size=4, device="cpu", progress=False)
