@@ -101,6 +101,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         return eval_command(args, tasks)
     comps, cfg, rec = load_run(run_dir, use_ema=not args.no_ema)
+    if getattr(args, "set", None):  # eval settings only: the other sections define the trained weights
+        from benchmark.config import ConfigError, apply, parse_set, validate
+
+        over = parse_set(args.set)
+        bad = [k for k in over if not k.startswith("eval.")]
+        if bad:
+            raise ConfigError(f"eval --set accepts eval.* keys only (the rest define the trained run): {', '.join(bad)}")
+        apply(cfg, over)
+        validate(cfg)
+        rec.data["config"]["eval"] = cfg.to_dict()["eval"]
     evaluate(comps, cfg, rec, tasks)
     print_summary(rec)
     return 0
@@ -263,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--run", required=True, help="run folder, e.g. results/runs/<run_id>")
     p_eval.add_argument("--tasks", default="lp", help="comma-separated tasks")
     p_eval.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA")
+    p_eval.add_argument("--set", action="append", default=[], metavar="eval.KEY=VALUE",
+                        help="an eval setting for this evaluation, e.g. --set eval.fewshot_episodes=600")
     add_executor_args(p_eval)
     p_eval.set_defaults(func=cmd_eval)
     p_sweep = sub.add_parser("sweep", help="submit a paper sweep (table4..table17, fig4) as one Slurm array")

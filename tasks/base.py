@@ -33,12 +33,13 @@ class Task:
 
 @torch.no_grad()
 def extract_features(model: Any, images: torch.Tensor, pool: str = "all", batch_size: int = 256) -> torch.Tensor:
-    """Mean-pooled encoder output (§3.4) for uint8 images [N, 3, H, W], no masking, eval mode."""
+    """Mean-pooled encoder output (§3.4) for uint8 images [N, 3, H, W], no masking, eval mode. The SD-VAE
+    tokenizer samples its posterior (as in training); a generator seeded per batch makes that deterministic."""
     backbone, device = model.backbone, model.device
     backbone.eval()
     feats = []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(device).float() / 127.5 - 1.0
-        tokens = model.tokenizer.encode(x)
+        tokens = model.tokenizer.encode(x, generator=torch.Generator(device=device).manual_seed(i))
         feats.append(backbone.encode(tokens).pool(pool).float().cpu())
     return torch.cat(feats)

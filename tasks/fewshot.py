@@ -80,7 +80,9 @@ class FewShot(Task):
     """5-way 5-shot accuracy on the 14 sets of Table 3 (``fewshot/<set>`` runs one set)."""
 
     version = 1
-    higher_is_better = {"avg": True}
+    higher_is_better = {k: True for k in ("avg", *(f"syn_{n}" for n in SYNTHETIC_SETS),
+                                          "dtd", "caltech256", "sun397", "food101", "voc2007", "stl10", "flowers",
+                                          "ucmerced", "eurosat", "country211", "resisc45", "dogs", "mit_indoors", "imagenet")}
 
     def _synthetic_pools(self, model, cfg):
         from benchmark.data import SYNTHETIC_SPLITS
