@@ -12,13 +12,16 @@ Conventions for metrics the figures read (records are only read, never recompute
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from benchmark.tables import ABL, BASE, DEFAULT_RUNS, MARK, PAPER_DIR, RowSpec, choose_runs, load_records
 
+log = logging.getLogger(__name__)
 FIGURES = (4, 6, 7)
+SD = "sad/k9-nfe128-self"  # Fig. 4 "with Semantically Aligned Decoding": Table 6's DREAM (K=9 w/ SD) setting
 SIZES = ("B", "L", "H", "G")
 
 
@@ -42,6 +45,15 @@ def _mean(recs: list[dict[str, Any]], variant: str, key: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _nan(vals: list[float | None]) -> list[float]:
+    return [float("nan") if v is None else v for v in vals]
+
+
+def _std(v: list[float]) -> float:
+    m = sum(v) / len(v)
+    return (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
+
+
 def _series(recs: list[dict[str, Any]], task: str, key: str) -> dict[float, float]:
     """{epoch: mean value} from ``<task>@<epoch>`` variants plus the final metric at config.train.epochs."""
     pts: dict[float, list[float]] = {}
@@ -62,18 +74,24 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = load_records(runs_dir)
+    rejected: list[tuple[dict[str, Any], str]] = []
+    recs = load_records(runs_dir, rejected=rejected)
+    for rec, why in rejected:
+        log.warning("figure %d: left out %s (%s)", n, rec.get("run_id"), why)
     if n == 4:
         fig, (a1, a2) = plt.subplots(2, 1, figsize=(5, 6), sharex=True)
         for name, match in [("DREAM", BASE), ("FLUID", {"objective": "fluid"})]:
-            lp, fid = [], []
+            lp, fid, sd = [], [], []
             for size in SIZES:
-                group, _ = _runs(recs, {**match, "preset": size}, {**ABL, "preset": size}, ("lp", "fid/cc12m"))
+                group, _ = _runs(recs, {**match, "preset": size}, {**ABL, "preset": size}, ("lp", "fid/cc12m", SD))
                 group = [r for r in group if r.get("data") == "cc12m"]  # sizes are compared on CC12M only
                 lp.append(_mean(group, "lp", "top1"))
                 fid.append(_mean(group, "fid/cc12m", "fid"))
-            a1.plot(SIZES, [float("nan") if v is None else v for v in lp], "o-", label=f"{name} (ours)")
-            a2.plot(SIZES, [float("nan") if v is None else v for v in fid], "o-", label=f"{name} (ours)")
+                sd.append(_mean(group, SD, "fid"))
+            a1.plot(SIZES, _nan(lp), "o-", label=f"{name} (ours)")
+            a2.plot(SIZES, _nan(fid), "o-", label=f"{name} (ours)")
+            if name == "DREAM" and any(v is not None for v in sd):  # the bottom panel's "with SD" curve
+                a2.plot(SIZES, _nan(sd), "s--", label="DREAM + SD (ours, K=9, 128 NFE)")
         pts = [p for p in _paper_points("fig4") if p["column"] == "FID"]
         if pts:
             a2.plot([p["row"].split("-")[-1] for p in pts], [float(p["value"]) for p in pts], "kx", ms=9,
@@ -106,7 +124,10 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
                     if m:
                         pts.setdefault(float(m.group(1)), []).append(v)
             xs = sorted(pts)
-            a1.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], "o-", label=f"{name}{mark} (n={len(group)})")
+            ys = [sum(pts[x]) / len(pts[x]) for x in xs]
+            # spread: over runs where there are several, else the task's own std over masking seeds
+            err = [_std(pts[x]) if len(pts[x]) > 1 else (_mean(group, "zeroshot", f"acc@{x:.1f}_std") or 0.0) for x in xs]
+            a1.errorbar(xs, ys, yerr=err, fmt="o-", capsize=2, label=f"{name}{mark} (n={len(group)})")
         a1.set_xlabel("masking ratio")
         a1.set_ylabel("zero-shot accuracy (%)")
         a1.set_title("Fig. 7: zero-shot accuracy vs masking ratio")

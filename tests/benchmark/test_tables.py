@@ -398,6 +398,19 @@ def test_cli_table(runs, capsys):
     assert err.startswith("error: unknown table 99; tables: 1, 2, 3,")
 
 
+def test_figure_series_and_run_choice(runs):
+    from benchmark import figures
+
+    recs = load_records(runs)
+    clip, mark = figures._runs(recs, {"objective": "clip", "schedule": "none"}, tables.ABL, ("zeroshot",))
+    assert [r["run_id"] for r in clip] == ["clip-none-tiny-synthetic-bbbb-s0"] and mark == " †"
+    dream, mark = figures._runs(recs, tables.BASE, tables.ABL, ("lp", "fid/cc12m"))
+    assert [r["run_id"] for r in dream] == ["dream-wm-L-cc12m-ffff-s0", "dream-wm-L-cc12m-ffff-s1"] and mark == ""
+    a = _record("a", "dream", "wm", {"lp@12": {"top1": 60.0}, "lp@24": {"top1": 70.0}, "lp": {"top1": 72.0}})
+    b = _record("b", "dream", "wm", {"lp@12": {"top1": 62.0}, "lp": {"top1": 73.0}}, seed=1)
+    assert figures._series([a, b], "lp", "top1") == {12.0: 61.0, 24.0: 70.0, 48.0: 72.5}  # final at train.epochs
+
+
 def test_cli_figure(runs, tmp_path):
     pytest.importorskip("matplotlib")
     for n in (4, 6, 7):
