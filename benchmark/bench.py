@@ -207,3 +207,33 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
         res["mfu"] = flops / med / 1e12 / spec
     res["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     return res
+
+
+def bench_loader(preset: str = "L", overrides: dict[str, Any] | None = None, samples: int = 1024,
+                 batch: int = 64) -> dict[str, Any]:
+    """``bench loader``: CPU cost and rate of the CC12M pipeline on the shards at ``data.root`` (raw or,
+    with ``data.cached=true``, the feature cache). Single process: CPU ms per sample (decode + crop, or
+    reading the cached arrays); then ``data.num_workers`` loader processes: batches/s in wall time."""
+    from benchmark.config import build_config
+    from benchmark.data import build_train_data
+
+    cfg = build_config("dream", preset=preset, overrides={"data.name": "cc12m", **(overrides or {})})
+    data = build_train_data(cfg)
+    t, c, n = time.perf_counter(), time.process_time(), 0
+    pipe = data.pipeline(0, stream_seed=0)
+    for _ in pipe:
+        n += 1
+        if n >= samples:
+            break
+    cpu, wall = time.process_time() - c, time.perf_counter() - t
+    res: dict[str, Any] = {"source": "cache" if data.cached else "shards", "samples": n,
+                           "cpu_ms_per_sample": cpu / max(n, 1) * 1e3, "samples_per_s_one_process": n / wall,
+                           "corrupt_skipped": pipe.skip_counter.n}
+    if data.num_workers > 0:
+        data.batch(0, batch)  # workers start and fill their shuffle buffers
+        steps = max(1, samples // batch)
+        t = time.perf_counter()
+        for i in range(steps):
+            data.batch(1 + i, batch)
+        res[f"samples_per_s_{data.num_workers}_workers"] = steps * batch / (time.perf_counter() - t)
+    return res

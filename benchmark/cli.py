@@ -143,8 +143,15 @@ def cmd_bench_sample(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "sample":
         return cmd_bench_sample(args)
-    from benchmark.bench import bench_train
+    from benchmark.bench import bench_loader, bench_train
     from benchmark.config import parse_set
+
+    if args.what == "loader":
+        res = bench_loader(args.preset, parse_set(args.sets), batch=args.batch)
+        print(f"bench loader: preset={args.preset} source={res.pop('source')}")
+        for k, v in res.items():
+            print(f"  {k:<26} {v:.4g}")
+        return 0
 
     res = bench_train(args.objective, args.preset, args.batch, args.steps, args.progress, args.compile,
                       args.device, parse_set(args.sets), inputs=args.input, vae=args.vae)
@@ -284,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_status.add_argument("--runs", default="results/runs", help="runs directory (default results/runs)")
     p_status.set_defaults(func=cmd_status)
     p_bench = sub.add_parser("bench", help="bench train: step time, images/s, memory and MFU on random inputs")
-    p_bench.add_argument("what", choices=["train", "sample"])
+    p_bench.add_argument("what", choices=["train", "sample", "loader"])
     p_bench.add_argument("--objective", default="dream")
     p_bench.add_argument("--preset", default="L")
     p_bench.add_argument("--batch", type=int, default=64, help="images per device (the released recipe: 64)")

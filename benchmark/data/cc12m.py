@@ -225,7 +225,9 @@ class CC12MTrainData:
             stages.append(wds.detshuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), stream_seed + 1))
         if batch_size:
             stages.append(wds.pipelinefilter(_collate)(batch_size, counter))
-        return wds.DataPipeline(*stages)
+        pipe = wds.DataPipeline(*stages)
+        pipe.skip_counter = counter  # in-process use (no loader workers): the corrupt samples met so far
+        return pipe
 
     def _stream(self, start_step: int, batch_size: int) -> Iterator[dict[str, Any]]:
         import webdataset as wds
