@@ -417,3 +417,4 @@ def test_cli_figure(runs, tmp_path):
         out = tmp_path / f"fig{n}.png"
         assert main(["figure", str(n), "--out", str(out), "--runs", str(runs)]) == 0
         assert out.stat().st_size > 1000
+    assert main(["figure", "5", "--out", str(tmp_path / "x.png"), "--runs", str(runs)]) == 2
