@@ -53,15 +53,16 @@ def _quality(images: torch.Tensor, prompts: list[str], cfg: Any, ref_folder: Pat
 
 
 def bench_sample(run: str, prompts_n: int = 0, steps: int = 64, rows: list[tuple[int, int, str]] | None = None,
-                 variant: str | None = None) -> list[dict[str, Any]]:
-    """Measure the rows on the run at ``run`` and write them into its record; returns the rows."""
+                 variant: str | None = None, use_ema: bool = True) -> list[dict[str, Any]]:
+    """Measure the rows on the run at ``run`` (EMA weights unless ``use_ema`` is False) and write them into its
+    record; returns the rows."""
     from benchmark.generate import eval_prompts, gen_spec, generate, make_judge
     from benchmark.run import load_run
 
     run_dir = Path(run)
     if not (run_dir / "record.json").exists():
         raise FileNotFoundError(f"no record.json in {run_dir}: pass a run folder such as results/runs/<run_id>")
-    comps, cfg, rec = load_run(run_dir)
+    comps, cfg, rec = load_run(run_dir, use_ema=use_ema)
     e = cfg.eval
     prompts, ref_folder, protocol = eval_prompts(cfg, variant, prompts_n or e.sad_bench_prompts)
     generate(comps, prompts[:2], gen_spec(e, 1, 2, "self", 2), e.gen_seed, e.gen_batch)  # warm-up (allocations, threads)
@@ -75,7 +76,8 @@ def bench_sample(run: str, prompts_n: int = 0, steps: int = 64, rows: list[tuple
                                  "score_passes": g.score_passes, "rerank": spec.rerank, "protocol": protocol,
                                  "n_prompts": len(prompts), "seconds": round(g.seconds, 3), "device": str(comps.device),
                                  "threads": torch.get_num_threads(), "cfg": e.cfg, "cfg_schedule": e.cfg_schedule,
-                                 "temperature": e.temperature, "judge": getattr(judge, "model_id", "self")}
+                                 "temperature": e.temperature, "judge": getattr(judge, "model_id", "self"),
+                                 "weights": "ema" if use_ema else "live"}
         if spec.candidates > 1:  # the alignment score of the kept candidate vs the mean over candidates
             s = torch.tensor(g.scores)
             extra["score_selected"] = float(s.max(1).values.mean())

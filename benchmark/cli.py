@@ -136,7 +136,8 @@ def cmd_bench_sample(args: argparse.Namespace) -> int:
         from benchmark.config import ConfigError
 
         raise ConfigError("bench sample needs --run RUN_DIR (a trained run)")
-    print(format_rows(bench_sample(args.run, args.prompts, args.decode_steps, variant=args.variant)))
+    print(format_rows(bench_sample(args.run, args.prompts, args.decode_steps, variant=args.variant,
+                                   use_ema=not args.no_ema)))
     return 0
 
 
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--prompts", type=int, default=0, help="bench sample: prompts per row (0: eval.sad_bench_prompts)")
     p_bench.add_argument("--decode-steps", type=int, default=64, help="bench sample: decoding steps S (the paper: 64)")
     p_bench.add_argument("--variant", default=None, help="bench sample on real data: cc12m | coco")
+    p_bench.add_argument("--no-ema", action="store_true", help="bench sample: the live weights instead of the EMA")
     p_bench.set_defaults(func=cmd_bench)
     p_gen = sub.add_parser("generate", help="text-to-image from a trained run (MAR decoding, CFG, SAD)")
     p_gen.add_argument("--run", required=True, help="run folder, e.g. results/runs/<run_id>")
