@@ -148,7 +148,7 @@ def test_seg_probe_beats_majority_class(random_encoder, monkeypatch):
     assert ex["baseline_miou"] == pytest.approx(ex["baseline_pixacc"] / 7)  # background IoU = its pixel share
     # (pixel accuracy is not asserted: at 8x8 logits bilinearly upsampled, object borders bleed over the background)
     assert m["miou"] > ex["baseline_miou"] + 30 and m["macc"] > 100 / 7 + 50, (m, ex)
-    assert ex["loss_last"] < 0.5 * ex["loss_first"]
+    assert ex["loss_last"] < 0.75 * ex["loss_first"]
 
     keys = list(table)  # the same features assigned to the wrong images: nothing to learn
     vals = [table[k] for k in keys]
