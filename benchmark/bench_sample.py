@@ -17,7 +17,10 @@ from typing import Any
 
 import torch
 
-ROWS = [(1, 64, "self"), (1, 128, "self"), (2, 128, "clip"), (5, 128, "self"), (9, 128, "self"), (17, 128, "self")]
+# (K, budget in units of S, rerank): with S = 64 the paper's 64 / 128 NFE rows. The tiny preset has L = 64 tokens,
+# where S >= 64 reveals one token per step (MAR's clamp), so S = 64 and S = 128 decode identical images; pass
+# --decode-steps 16 there to keep the paper's S / L = 64 / 256 (rows then read nfe16 / nfe32).
+ROWS = [(1, 1, "self"), (1, 2, "self"), (2, 2, "clip"), (5, 2, "self"), (9, 2, "self"), (17, 2, "self")]
 SAD_VERSION = 1
 
 
@@ -67,7 +70,7 @@ def bench_sample(run: str, prompts_n: int = 0, steps: int = 64, rows: list[tuple
     prompts, ref_folder, protocol = eval_prompts(cfg, variant, prompts_n or e.sad_bench_prompts)
     generate(comps, prompts[:2], gen_spec(e, 1, 2, "self", 2), e.gen_seed, e.gen_batch)  # warm-up (allocations, threads)
     out = []
-    for k, budget, rerank in rows or ROWS:
+    for k, budget, rerank in rows or [(k, m * steps, r) for k, m, r in ROWS]:
         spec = gen_spec(e, k, budget, rerank, steps)
         judge = make_judge(cfg, comps, spec)
         g = generate(comps, prompts, spec, e.gen_seed, e.gen_batch, judge)

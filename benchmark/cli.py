@@ -122,7 +122,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     prompts = args.prompt or ["a large red circle in the center on a white background"]
     res = generate_command(args.run, prompts, args.out, args.candidates, args.select_step, args.nfe, args.cfg,
-                           args.cfg_schedule, args.seed, args.seeds, args.steps, args.temperature, args.rerank)
+                           args.cfg_schedule, args.seed, args.seeds, args.steps, args.temperature, args.rerank,
+                           not args.no_ema)
     print(f"generate: {res['images']} image(s), K={res['K']} S={res['steps']} T={res['T']} NFE={res['nfe']} "
           f"in {res['seconds']:.1f}s -> {res['out']}")
     return 0
@@ -326,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_gen.add_argument("--temperature", type=float, default=None)
     p_gen.add_argument("--seed", type=int, default=0)
     p_gen.add_argument("--seeds", type=int, default=1, help="images per prompt (grid columns), seeds seed..seed+n-1")
+    p_gen.add_argument("--no-ema", action="store_true", help="the live weights instead of the EMA")
     p_gen.set_defaults(func=cmd_generate)
     p_cache = sub.add_parser("cache", help="precompute VAE latents, T5 features, CLIP ids of CC12M (resumable)")
     p_cache.add_argument("--objective", default="dream", help="sets the CLIP context length it stores")

@@ -96,7 +96,9 @@ def self_scorer(backbone, objective, prompts: list[str]) -> ScoreFn:
     """The model's own alignment (the released ``_clip_scores``): encoder on the partial canvas with the
     current mask, pooled + projected as in the CLIP loss, cosine with the prompt's own CLIP-text embedding."""
     if not hasattr(objective, "clip"):
-        raise ValueError(f"Semantically Aligned Decoding needs an objective with a CLIP text tower (clip, dream), "
+        from benchmark.config import ConfigError
+
+        raise ConfigError(f"Semantically Aligned Decoding needs an objective with a CLIP text tower (clip, dream), "
                          f"not {getattr(objective, 'name', type(objective).__name__)}")
     clip, c = objective.clip, objective.cfg
     was_training = clip.training

@@ -29,7 +29,7 @@ def _one_thread(monkeypatch):
 
 def test_table6_rows_names_and_accounting():
     e = build_config("dream").eval
-    specs = {gen_spec(e, k, budget, rerank, 64).name: gen_spec(e, k, budget, rerank, 64) for k, budget, rerank in ROWS}
+    specs = {gen_spec(e, k, m * 64, rerank, 64).name: gen_spec(e, k, m * 64, rerank, 64) for k, m, rerank in ROWS}
     assert {n: (s.steps, s.select_step, s.nfe) for n, s in specs.items()} == {
         "sad/k1-nfe64-self": (64, 64, 64), "sad/k1-nfe128-self": (128, 128, 128), "sad/k2-nfe128-clip": (64, 64, 128),
         "sad/k5-nfe128-self": (64, 16, 128), "sad/k9-nfe128-self": (64, 8, 128), "sad/k17-nfe128-self": (64, 4, 128)}
