@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,31 @@ def choose_runs(rs: RowSpec, group: list[dict[str, Any]]) -> tuple[list[dict[str
     return best, [r for r in group if r not in best]
 
 
+SAD_NAME = re.compile(r"sad/k(\d+)-nfe(\d+)-(self|clip)")
+PAPER_DECODE_STEPS = 64  # S, the paper's decoding steps (§3.4): Table 6's budgets are 1 S and 2 S
+
+
+def sample_entry(rec: dict[str, Any], variant: str) -> str | None:
+    """The record's `bench sample` entry for a Table 6/17 row ``variant`` (written for S = 64): the entry itself, or
+    one with the same K and reranker at the same budget in units of its own S (``bench sample --decode-steps``),
+    the largest S if there are several."""
+    metrics = rec.get("metrics") or {}
+    if variant in metrics:
+        return variant
+    m = SAD_NAME.fullmatch(variant)
+    if not m:
+        return None
+    k, nfe, rerank = int(m.group(1)), int(m.group(2)), m.group(3)
+    found = []
+    for name, info in (rec.get("tasks") or {}).items():
+        o = SAD_NAME.fullmatch(name)
+        steps = info.get("steps") if isinstance(info, dict) else None
+        if o and name in metrics and steps and int(o.group(1)) == k and o.group(3) == rerank \
+                and int(o.group(2)) * PAPER_DECODE_STEPS == nfe * steps:
+            found.append((steps, name))
+    return max(found)[1] if found else None  # several step counts: the one closest to the paper's S
+
+
 def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[str]]:
     """Rows of table ``n`` from the records under ``runs_dir``, and notes (missing runs/cells, excluded records)."""
     import pandas as pd
@@ -463,7 +489,17 @@ def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[st
                          + ", ".join(r["run_id"] for r in others))
         # another data set than the paper's: the numbers measure another thing, so no Δ
         no_delta = any(k == "data" or k.endswith(".data.name") for k in differs)
-        df = pd.json_normalize(use, sep="\x00") if use else pd.DataFrame()
+        frame = use
+        if rs.variant is not None:  # bench sample entries decoded with another step count S than the paper's 64
+            frame, read = [], set()
+            for r in use:
+                name = sample_entry(r, rs.variant)
+                read.add(name)
+                frame.append({**r, "metrics": {**r.get("metrics", {}), rs.variant: r["metrics"][name]}} if name else r)
+            for name in sorted(read - {None, rs.variant}):
+                steps = (use[0].get("tasks") or {}).get(name, {}).get("steps")
+                notes.append(f"{rs.label}: read {name} (S={steps} decoding steps; the paper's S=64, same NFE/S)")
+        df = pd.json_normalize(frame, sep="\x00") if frame else pd.DataFrame()
         cells = {c.label: _cell(rs, c, df, paper.get((rs.label, c.label)), no_delta) for c in spec.columns}
         rows.append(Row(rs.label, bool(use) and not differs, [r["run_id"] for r in use], differs, cells))
         if rs.paper.get("preset") == "external":

@@ -331,6 +331,23 @@ def test_embedded_default_table_2(tmp_path, monkeypatch):
     assert "fid.fd_ref = Fréchet distance in a synthetic reference network's features, not FID; no Δ" in md
 
 
+def test_sad_rows_at_other_decoding_steps(tmp_path):
+    """`bench sample --decode-steps 16` on a tiny run writes nfe16 / nfe32 rows: the 64 / 128 NFE rows read them."""
+    rec = _record("dream-wm-tiny-synthetic-4444-s0", "dream", "wm", {
+        "sad/k9-nfe16-self": {"throughput": 1.0, "fd_ref": 1.0, "agreement": 1.0},  # S=8: also 2 S, but S < 16
+        "sad/k1-nfe16-self": {"throughput": 40.0, "fd_ref": 50.0, "agreement": 20.0},
+        "sad/k9-nfe32-self": {"throughput": 38.0, "fd_ref": 45.0, "agreement": 30.0}}, preset="tiny", data="synthetic")
+    for name in rec["tasks"]:
+        rec["tasks"][name]["steps"] = 16 if name != "sad/k9-nfe16-self" else 8
+    _write(tmp_path, rec)
+    rows = {r["row"]: r["cells"] for r in json.loads(build_table(6, tmp_path, "json"))["rows"]}
+    assert rows["64 NFE: DREAM (K=1)"]["FID"]["ours"] == 50.0 and rows["64 NFE: DREAM (K=1)"]["FID"]["other"]
+    assert rows["128 NFE: DREAM (K=9 w/ SD)"]["CLIP"]["ours"] == 30.0  # nfe32 at S=16 preferred to nfe16 at S=8
+    assert rows["128 NFE: DREAM (K=1)"]["FID"]["ours"] is None
+    md = build_table(6, tmp_path, "md")
+    assert "64 NFE: DREAM (K=1): read sad/k1-nfe16-self (S=16 decoding steps; the paper's S=64, same NFE/S)" in md
+
+
 def test_sad_rows_read_bench_sample_variants(runs):
     rows = {r["row"]: r for r in json.loads(build_table(6, runs, "json"))["rows"]}
     k1 = rows["64 NFE: DREAM (K=1)"]["cells"]
