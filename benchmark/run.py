@@ -87,6 +87,12 @@ def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list
     for name in task_names:
         variant = name.split("/", 1)[1] if "/" in name else None  # "fid/coco": task fid, variant coco
         task = registry.tasks.get(name)(variant=variant)
+        reason = task.applies(comps, cfg)
+        if reason is not None:  # e.g. fid for CLIP (no decoder): recorded, the other tasks still run
+            print(f"{name}: not applicable to objective {cfg.objective.name!r}: {reason}")
+            rec.data["tasks"][name] = {"version": task.version, "status": "not_applicable", "reason": reason}
+            rec.save()
+            continue
         t0 = time.time()
         metrics = task.run(comps, cfg)
         rec.set_task(name, task.version, metrics, dict(task.higher_is_better), time.time() - t0, task.extra())

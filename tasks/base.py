@@ -23,6 +23,11 @@ class Task:
     def __init__(self, variant: str | None = None) -> None:
         self.variant = variant
 
+    def applies(self, model: Any, cfg: Any) -> str | None:
+        """None when the task can evaluate this model, else why not (e.g. no decoder to generate with): the
+        runner records the task as not applicable instead of failing a trained run."""
+        return None
+
     def run(self, model: Any, cfg: Any) -> dict[str, float]:
         raise NotImplementedError
 

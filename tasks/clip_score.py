@@ -50,6 +50,13 @@ class ClipScore(Task):
         super().__init__(variant)
         self._extra: dict[str, Any] = {}
 
+    def applies(self, model, cfg) -> str | None:
+        if not hasattr(model.backbone, "head"):
+            return "the objective trains no decoder to generate with"
+        if cfg.objective.name == "mar":  # Table 2: MAR has no text-to-image capability
+            return "MAR is unconditional: its images follow no caption"
+        return None
+
     def run(self, model, cfg) -> dict[str, float]:
         from benchmark.generate import eval_prompts, external_clip, gen_spec, generated_folder, read_folder
 

@@ -122,6 +122,9 @@ class FID(Task):
         super().__init__(variant)
         self._extra: dict[str, Any] = {}
 
+    def applies(self, model, cfg) -> str | None:
+        return None if hasattr(model.backbone, "head") else "the objective trains no decoder to generate with"
+
     def run(self, model, cfg) -> dict[str, float]:
         from benchmark.generate import eval_prompts, gen_spec, generated_folder
 

@@ -111,6 +111,11 @@ class ZeroShot(Task):
         return torch.cat(images), torch.cat(labels), list(IMAGENET_CLASSNAMES), templates, \
             f"imagenet-val-{val.split_hash}-n{len(idx)}-openai"
 
+    def applies(self, model, cfg) -> str | None:
+        if getattr(model.objective, "clip", None) is None:
+            return f"needs an objective with a CLIP text tower (clip, dream); {cfg.objective.name!r} has none"
+        return None
+
     def run(self, model, cfg) -> dict[str, float]:
         clip = getattr(model.objective, "clip", None)
         if clip is None:

@@ -153,3 +153,18 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     run = execute(make_cfg(tmp_path / "acc", "fluid", **{"train.steps": 2, "train.accum_steps": 2}))
     rec = json.loads((run / "record.json").read_text())
     assert rec["status"] == "completed" and rec["train"]["loss_curve"][-1][0] == 2
+
+
+def test_tasks_that_do_not_apply_are_recorded_not_fatal(tmp_path):
+    """The tiny preset's task list holds generation and zero-shot tasks; CLIP has no decoder and MAR no text
+    tower: a trained run records those tasks as not applicable and still completes with the others."""
+    cfg = make_cfg(tmp_path, "clip", **{"train.steps": 2, "tasks": "fid,clip_score"})
+    run = execute(cfg)
+    rec = json.loads((run / "record.json").read_text())
+    assert rec["status"] == "completed"
+    assert {t: rec["tasks"][t]["status"] for t in ("fid", "clip_score")} == {"fid": "not_applicable",
+                                                                            "clip_score": "not_applicable"}
+    cfg = make_cfg(tmp_path, "mar", **{"train.steps": 2, "tasks": "zeroshot,clip_score"})
+    rec = json.loads((execute(cfg) / "record.json").read_text())
+    assert rec["status"] == "completed" and "CLIP text tower" in rec["tasks"]["zeroshot"]["reason"]
+    assert rec["tasks"]["zeroshot"]["status"] == rec["tasks"]["clip_score"]["status"] == "not_applicable"
