@@ -15,7 +15,7 @@ def _small(objective="clip", **extra):
     from benchmark.train import build
 
     over = {"model.width": 32, "model.depth": 4, "model.heads": 2, "model.buffer_tokens": 2, "objective.proj_hidden": 32,
-            "objective.embed_dim": 16, "eval.n_probe_test": 96, "train.batch_size": 16, "data.n_train": 256,
+            "objective.embed_dim": 16, "eval.n_probe_test": 96, "eval.zeroshot_n": 0, "train.batch_size": 16, "data.n_train": 256,
             "model.head_width": 32, "model.aligner_depth": 1, **extra}
     cfg = build_config(objective, overrides={k: str(v) for k, v in over.items()},
                        objective_defaults=registry.objectives.get(objective).defaults)
