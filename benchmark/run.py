@@ -84,6 +84,9 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
 
 
 def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list[str]) -> None:
+    # Right after training the model is still in train mode: BatchNorm in the CLIP projection would use batch
+    # statistics (and update its running ones), so results would differ from a reloaded run's.
+    comps.model.eval()
     for name in task_names:
         variant = name.split("/", 1)[1] if "/" in name else None  # "fid/coco": task fid, variant coco
         task = registry.tasks.get(name)(variant=variant)

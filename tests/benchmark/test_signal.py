@@ -22,7 +22,8 @@ PROBE = {"eval.n_probe_train": 2048, "eval.n_probe_test": 1024, "eval.lp_epochs"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("signal")
-    over = small_overrides(**{"out": str(out), "tasks": "lp", "train.steps": 150, "train.log_every": 15,
+    over = small_overrides(**{"out": str(out), "tasks": "lp,zeroshot", "eval.zeroshot_n": 96,
+                              "train.steps": 150, "train.log_every": 15,
                               "train.batch_size": 32, "data.n_train": 4800, "train.ema_decay": 0.9,
                               "eval.samples": 4, "eval.sample_steps": 4, **PROBE})
     cfg = build_config("dream", "uni", overrides=over, objective_defaults=registry.objectives.get("dream").defaults)
@@ -83,4 +84,11 @@ def test_eval_command_reproduces_the_probe_from_the_run_folder(trained, capsys):
     assert main(["eval", "--run", str(run_dir), "--tasks", "lp"]) == 0
     again = RunRecord.load(run_dir / "record.json").data
     assert again["metrics"]["lp"] == pytest.approx(rec["metrics"]["lp"], abs=1e-6)
+    # the CLIP head has BatchNorm: the tasks after training must see it in eval mode, as a reloaded run does
+    from tasks._features import clear_memory
+
+    clear_memory()  # recompute, as a separate `eval` process would
+    assert main(["eval", "--run", str(run_dir), "--tasks", "zeroshot"]) == 0
+    again = RunRecord.load(run_dir / "record.json").data
+    assert again["metrics"]["zeroshot"] == pytest.approx(rec["metrics"]["zeroshot"], abs=1e-6)
     assert main(["eval", "--run", str(run_dir), "--tasks", "nope"]) == 2
