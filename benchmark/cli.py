@@ -100,7 +100,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from slurm.commands import eval_command
 
         return eval_command(args, tasks)
-    comps, cfg, rec = load_run(run_dir, use_ema=not args.no_ema)
+    comps, cfg, rec = load_run(run_dir, use_ema=not args.no_ema, epoch=args.epoch)
     if getattr(args, "set", None):  # eval settings only: the other sections define the trained weights
         from benchmark.config import ConfigError, apply, parse_set, validate
 
@@ -111,7 +111,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         apply(cfg, over)
         validate(cfg)
         rec.data["config"]["eval"] = cfg.to_dict()["eval"]
-    evaluate(comps, cfg, rec, tasks)
+    evaluate(comps, cfg, rec, tasks, suffix="" if args.epoch is None else f"@{args.epoch:g}")
     print_summary(rec)
     return 0
 
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--run", required=True, help="run folder, e.g. results/runs/<run_id>")
     p_eval.add_argument("--tasks", default="lp", help="comma-separated tasks")
     p_eval.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA")
+    p_eval.add_argument("--epoch", type=float, default=None,
+                        help="evaluate the EMA snapshot of that epoch (train.snapshot_every); metrics go to <task>@<epoch>")
     p_eval.add_argument("--set", action="append", default=[], metavar="eval.KEY=VALUE",
                         help="an eval setting for this evaluation, e.g. --set eval.fewshot_episodes=600")
     add_executor_args(p_eval)

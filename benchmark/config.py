@@ -105,6 +105,7 @@ class TrainConfig:
     amp: str = "bf16"  # bf16 | fp32 (autocast on CUDA only)
     compile: bool = False
     ckpt_every: int = 500  # steps between atomic checkpoints
+    snapshot_every: float = 0.0  # epochs between EMA snapshots ema_e<epoch>.pt (Fig. 6: metrics over training); 0 = off
     log_every: int = 10
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch default
@@ -518,7 +519,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
 NON_TRAINING_SECTIONS = ("eval",)
 NON_SEMANTIC = {"tasks",
     "out", "include", "model.vae_path", "model.t5_path", "objective.repa_teacher_path", "data.root", "data.cache_dir",
-    "data.num_workers", "train.ckpt_every", "train.log_every", "train.device", "train.threads",
+    "data.num_workers", "train.ckpt_every", "train.snapshot_every", "train.log_every", "train.device", "train.threads",
     "train.compile", "model.grad_checkpoint",
 }
 

@@ -123,8 +123,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The plugin called ``name``; a task may carry a variant, ``fid/coco`` -> the ``fid`` task."""
         self._load()
-        if self.kind == "task":
-            name = name.split("/", 1)[0]
+        if self.kind == "task":  # "fid/coco": a variant; "lp@12": an evaluation of the epoch-12 snapshot
+            name = name.split("/", 1)[0].split("@", 1)[0]
         if name not in self._items:
             raise UnknownPluginError(self.unknown_message(name))
         return self._items[name]

@@ -51,7 +51,7 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
             raise RunExistsError(f"run {rid} has a checkpoint in {run_dir}: pass --resume to continue it, "
                                  f"or --force to start over")
     if force and run_dir.exists():
-        for f in ("checkpoint.pt", "ema.pt", "record.json", "samples.png"):
+        for f in ("checkpoint.pt", "ema.pt", "record.json", "samples.png", *(p.name for p in run_dir.glob("ema_e*.pt"))):
             (run_dir / f).unlink(missing_ok=True)
     for t in cfg.tasks:
         registry.tasks.get(t)  # fail on an unknown task before training, not after
@@ -83,7 +83,8 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
     return run_dir
 
 
-def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list[str]) -> None:
+def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list[str], suffix: str = "") -> None:
+    """Run the tasks and store their metrics under ``<task><suffix>`` (``lp@12``: the snapshot at epoch 12)."""
     # Right after training the model is still in train mode: BatchNorm in the CLIP projection would use batch
     # statistics (and update its running ones), so results would differ from a reloaded run's.
     comps.model.eval()
@@ -93,22 +94,27 @@ def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list
         reason = task.applies(comps, cfg)
         if reason is not None:  # e.g. fid for CLIP (no decoder): recorded, the other tasks still run
             print(f"{name}: not applicable to objective {cfg.objective.name!r}: {reason}")
-            rec.data["tasks"][name] = {"version": task.version, "status": "not_applicable", "reason": reason}
+            rec.data["tasks"][name + suffix] = {"version": task.version, "status": "not_applicable", "reason": reason}
             rec.save()
             continue
         t0 = time.time()
         metrics = task.run(comps, cfg)
-        rec.set_task(name, task.version, metrics, dict(task.higher_is_better), time.time() - t0, task.extra())
+        rec.set_task(name + suffix, task.version, metrics, dict(task.higher_is_better), time.time() - t0, task.extra())
 
 
-def load_run(run_dir: Path, use_ema: bool = True) -> tuple[Components, RunConfig, RunRecord]:
-    """Rebuild a finished (or checkpointed) run from its directory, with EMA weights by default."""
+def load_run(run_dir: Path, use_ema: bool = True, epoch: float | None = None) -> tuple[Components, RunConfig, RunRecord]:
+    """Rebuild a finished (or checkpointed) run from its directory, with EMA weights by default; ``epoch``
+    loads the EMA snapshot taken at that epoch (``train.snapshot_every``)."""
+    from benchmark.train import snapshot_name
+
     rec = RunRecord.load(run_dir / "record.json")
     cfg = from_dict(rec.data["config"])
     comps = build(cfg)
-    path = run_dir / ("ema.pt" if use_ema else "checkpoint.pt")
+    path = run_dir / (snapshot_name(epoch) if epoch is not None else "ema.pt" if use_ema else "checkpoint.pt")
     if not path.exists():
-        raise FileNotFoundError(f"no {path.name} in {run_dir}: the run has not written a checkpoint yet")
+        have = sorted(p.name for p in run_dir.glob("ema_e*.pt"))
+        hint = f" (snapshots here: {', '.join(have) or 'none; train with --set train.snapshot_every=N'})" if epoch else ""
+        raise FileNotFoundError(f"no {path.name} in {run_dir}: the run has not written it{hint}")
     state = torch.load(path, map_location=comps.device, weights_only=False)["model"]
     comps.model.load_state_dict(state)
     comps.model.eval()

@@ -332,6 +332,12 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
             bar.update(done, logs, images_seen / max(time.time() - t0, 1e-9), elapsed)
             if not math.isfinite(logs["total"]):
                 raise FloatingPointError(f"non-finite loss at step {done}: {logs}")
+        snap = cfg.train.snapshot_every
+        if snap > 0 and done < total and distributed.is_main():  # EMA at each multiple of `snap` epochs (Fig. 6)
+            k = math.floor(done / total * cfg.train.epochs / snap + 1e-9)
+            if k > math.floor(step / total * cfg.train.epochs / snap + 1e-9):
+                atomic_torch_save({"model": ema.state_dict(model), "step": done, "epoch": k * snap},
+                                  run_dir / snapshot_name(k * snap))
         stop = distributed.should_stop()  # preemption or time limit: all ranks stop after this step
         if done % cfg.train.ckpt_every == 0 or done == total or stop:
             save_checkpoint(run_dir, model, opt, ema, done, curve, train_s + time.time() - t0, cfg, device)
@@ -359,6 +365,11 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     comps.ema_state = ema.state_dict(model)
     comps.finished = done >= total
     return comps
+
+
+def snapshot_name(epoch: float) -> str:
+    """File of the EMA snapshot taken at ``epoch`` (``train.snapshot_every``), e.g. ``ema_e12.pt``."""
+    return f"ema_e{epoch:g}.pt"
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, opt, ema: EMA, step: int, curve: list, train_s: float,

@@ -168,3 +168,25 @@ def test_tasks_that_do_not_apply_are_recorded_not_fatal(tmp_path):
     rec = json.loads((execute(cfg) / "record.json").read_text())
     assert rec["status"] == "completed" and "CLIP text tower" in rec["tasks"]["zeroshot"]["reason"]
     assert rec["tasks"]["zeroshot"]["status"] == rec["tasks"]["clip_score"]["status"] == "not_applicable"
+
+
+def test_ema_snapshots_over_training_are_evaluated_as_task_at_epoch(tmp_path):
+    """Fig. 6 needs metrics over epochs: train.snapshot_every writes the EMA at each multiple of that many epochs,
+    and `eval --epoch E` stores the metrics under `<task>@E`."""
+    from benchmark.cli import main
+
+    # tiny preset: 4 epochs, here 8 steps -> 2 steps per epoch; snapshots at epochs 1, 2, 3 (steps 2, 4, 6)
+    cfg = make_cfg(tmp_path / "a", **{"train.steps": 8, "train.snapshot_every": 1, "eval.lp_epochs": 2})
+    run = execute(cfg)
+    assert sorted(p.name for p in run.glob("ema_e*.pt")) == ["ema_e1.pt", "ema_e2.pt", "ema_e3.pt"]
+    stopped = execute(make_cfg(tmp_path / "b", **{"train.steps": 8, "train.ckpt_every": 4}), stop_after=4)
+    snap = torch.load(run / "ema_e2.pt", weights_only=False)
+    ref = torch.load(stopped / "ema.pt", weights_only=False)  # the EMA after step 4 of the same run
+    assert snap["step"] == ref["step"] == 4
+    assert all(torch.equal(snap["model"][k], ref["model"][k]) for k in ref["model"])
+    assert main(["eval", "--run", str(run), "--epoch", "2", "--tasks", "lp", "--set", "eval.lp_epochs=2"]) == 0
+    rec = json.loads((run / "record.json").read_text())
+    from tasks.lp import LinearProbe
+
+    assert "top1" in rec["metrics"]["lp@2"] and rec["tasks"]["lp@2"]["version"] == LinearProbe.version
+    assert main(["eval", "--run", str(run), "--epoch", "5", "--tasks", "lp"]) == 2  # no such snapshot: one line
