@@ -29,3 +29,14 @@ def small_overrides(**extra):
             "data.n_train": "256", "eval.samples": "0", "schedule.group_size": "4"}
     base.update({k: str(v) for k, v in extra.items()})
     return base
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads; on a loaded machine two threads are many times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

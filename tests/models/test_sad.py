@@ -14,14 +14,7 @@ from models.sampler import sample_tokens
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_sampler import text, tiny_backbone  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a loaded machine two threads are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 @pytest.mark.parametrize("cfg", [1.0, 3.0])

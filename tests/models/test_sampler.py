@@ -9,14 +9,7 @@ from benchmark.config import build_config
 from models.backbone import Backbone
 from models.sampler import cfg_scale, mask_len_at, sample_tokens, tokens_per_step
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a loaded machine two threads are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 def tiny_backbone(seed: int = 0) -> Backbone:

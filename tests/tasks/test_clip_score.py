@@ -13,13 +13,7 @@ from tasks.clip_score import caption_agreement, clip_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from test_sad import tiny_open_clip  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 def test_clip_score_formula():

@@ -10,13 +10,7 @@ from torchvision.io import write_png
 
 from tasks.fid import folder_features, frechet, inception_extractor, reference_stats, stats
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 class StandIn(torch.nn.Module):
