@@ -22,6 +22,7 @@ class Task:
 
     def __init__(self, variant: str | None = None) -> None:
         self.variant = variant
+        self._extra: dict[str, Any] = {}  # filled by run(); returned by extra()
 
     def applies(self, model: Any, cfg: Any) -> str | None:
         """None when the task can evaluate this model, else why not (e.g. no decoder to generate with): the
@@ -33,7 +34,12 @@ class Task:
 
     def extra(self) -> dict[str, Any]:
         """Extra facts stored beside the metrics in ``record["tasks"][name]`` (mode, sample counts)."""
-        return {}
+        return getattr(self, "_extra", {})  # a plugin overriding __init__ may skip super().__init__
+
+
+def no_decoder_reason(model: Any) -> str | None:
+    """``Task.applies`` for generation tasks: None when the objective trained a decoder to generate with."""
+    return None if hasattr(model.backbone, "head") else "the objective trains no decoder to generate with"
 
 
 @torch.no_grad()

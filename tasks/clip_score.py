@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from benchmark.registry import register_task
-from tasks.base import Task
+from tasks.base import Task, no_decoder_reason
 
 
 def clip_score(cos: torch.Tensor) -> float:
@@ -46,13 +46,10 @@ class ClipScore(Task):
     higher_is_better = {"cs": True, "agreement": True}
     requires = ("gen_ref",)
 
-    def __init__(self, variant: str | None = None) -> None:
-        super().__init__(variant)
-        self._extra: dict[str, Any] = {}
 
     def applies(self, model, cfg) -> str | None:
-        if not hasattr(model.backbone, "head"):
-            return "the objective trains no decoder to generate with"
+        if no_decoder_reason(model):
+            return no_decoder_reason(model)
         if cfg.objective.name == "mar":  # Table 2: MAR has no text-to-image capability
             return "MAR is unconditional: its images follow no caption"
         return None
@@ -81,5 +78,3 @@ class ClipScore(Task):
         self._extra.update({"clip_model": clip.model_id, "generated": str(gen_dir)})
         return {"cs": clip_score(cos)}
 
-    def extra(self) -> dict[str, Any]:
-        return self._extra

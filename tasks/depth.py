@@ -113,5 +113,3 @@ class Depth(Task):
         }
         return metrics
 
-    def extra(self):
-        return getattr(self, "_extra", {})

@@ -140,5 +140,3 @@ class FewShot(Task):
         out[key], out[f"{key}_std"], out[f"{key}_ci95"] = r["mean"], r["std"], r["ci95"]
         self._extra["sets"][key] = {**info, "queries_per_class": r["queries"]}
 
-    def extra(self):
-        return getattr(self, "_extra", {})

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from benchmark.registry import register_task
-from tasks.base import Task
+from tasks.base import Task, no_decoder_reason
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_HELP = (
@@ -118,12 +118,9 @@ class FID(Task):
     higher_is_better = {"fid": False, "fd_ref": False}
     requires = ("gen_ref",)
 
-    def __init__(self, variant: str | None = None) -> None:
-        super().__init__(variant)
-        self._extra: dict[str, Any] = {}
 
     def applies(self, model, cfg) -> str | None:
-        return None if hasattr(model.backbone, "head") else "the objective trains no decoder to generate with"
+        return no_decoder_reason(model)
 
     def run(self, model, cfg) -> dict[str, float]:
         from benchmark.generate import eval_prompts, gen_spec, generated_folder
@@ -155,5 +152,3 @@ class FID(Task):
             return {"fd_ref": value}
         return {"fid": value}
 
-    def extra(self) -> dict[str, Any]:
-        return self._extra

@@ -265,6 +265,4 @@ class FineTune(Task):
         top1 = 100.0 * (logits.argmax(1) == labels).float().mean().item()
         return {"top1": top1, "chance": 100.0 / info["classes"]}
 
-    def extra(self):
-        return getattr(self, "_extra", {})
 

@@ -207,5 +207,3 @@ class LinearProbe(Task):
             "chance": 100.0 / classes,
         }
 
-    def extra(self):
-        return getattr(self, "_extra", {})

@@ -128,5 +128,3 @@ class Robustness(Task):
         info["split_hash"] = hashes
         return out
 
-    def extra(self):
-        return getattr(self, "_extra", {})

@@ -106,5 +106,3 @@ class Segmentation(Task):
         }
         return metrics
 
-    def extra(self):
-        return getattr(self, "_extra", {})

@@ -143,6 +143,4 @@ class ZeroShot(Task):
                        "note": "ratio 0.0 is mask-free, so its std over seeds is 0 by construction"}
         return out
 
-    def extra(self):
-        return getattr(self, "_extra", {})
 
