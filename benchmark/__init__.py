@@ -12,12 +12,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Objective": "objectives.base", "Masking": "objectives.base", "diffusion_loss": "objectives.base",
-    "generative_loss": "objectives.base", "contrastive_loss": "objectives.base",
-    "MaskingSchedule": "objectives.schedules", "truncated_normal": "objectives.schedules",
-    "Task": "tasks.base", "extract_features": "tasks.base",
-    "register_objective": "benchmark.registry", "register_schedule": "benchmark.registry",
-    "register_task": "benchmark.registry", "RunConfig": "benchmark.config",
+    **dict.fromkeys(("Objective", "Masking", "diffusion_loss", "generative_loss", "contrastive_loss"),
+                    "benchmark.objectives.base"),
+    **dict.fromkeys(("MaskingSchedule", "truncated_normal"), "benchmark.objectives.schedules"),
+    **dict.fromkeys(("Task", "extract_features"), "benchmark.tasks.base"),
+    **dict.fromkeys(("register_objective", "register_schedule", "register_task"), "benchmark.registry"),
+    "RunConfig": "benchmark.config",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -66,7 +66,7 @@ def frozen_encoders(cfg, vae: str, dev: torch.device) -> tuple[torch.nn.Module, 
     from diffusers import AutoencoderKL
     from transformers import T5Config, T5EncoderModel
 
-    from models.tokenizer import SD_KL_F8_CONFIG, VAETokenizer
+    from benchmark.models.tokenizer import SD_KL_F8_CONFIG, VAETokenizer
 
     m = cfg.model
     arch = dict(SD_KL_F8_CONFIG) if vae == "sd" else dict(

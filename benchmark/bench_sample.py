@@ -27,15 +27,15 @@ SAD_VERSION = 1
 def _quality(images: torch.Tensor, prompts: list[str], cfg: Any, ref_folder: Path | None, comps: Any) -> dict[str, float]:
     from torchvision.io import write_png
 
-    from tasks.clip_score import caption_agreement, clip_score
-    from tasks.fid import folder_features, frechet, inception_extractor, reference_stats, synthetic_reference_folder
+    from benchmark.tasks.clip_score import caption_agreement, clip_score
+    from benchmark.tasks.fid import folder_features, frechet, inception_extractor, reference_stats, synthetic_reference_folder
 
     e = cfg.eval
     with tempfile.TemporaryDirectory(prefix="dream-bench-sample-") as tmp:
         for i, img in enumerate(images):
             write_png(img, str(Path(tmp) / f"{i:06d}.png"))
         if ref_folder is None:
-            from tasks._reference import load_reference
+            from benchmark.tasks._reference import load_reference
 
             net, info = load_reference()
             ref = synthetic_reference_folder(len(prompts), cfg.model.image_size)

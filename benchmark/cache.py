@@ -108,8 +108,8 @@ def cache_features(cfg: RunConfig, batch_size: int = 64, device: str = "auto", r
     from tqdm import tqdm
 
     from benchmark.data.cc12m import SkipCounter, cache_dir_for, cc12m_shards, decode_raw, npy_bytes
-    from models.text import ClipTokenizer, FrozenT5
-    from models.tokenizer import VAETokenizer
+    from benchmark.models.text import ClipTokenizer, FrozenT5
+    from benchmark.models.tokenizer import VAETokenizer
 
     m, d = cfg.model, cfg.data
     if m.tokenizer != "sd_vae":

@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     if args.executor:  # submitit (issue 6): slurm | local | debug
-        from slurm.commands import run_command
+        from benchmark.slurm.commands import run_command
 
         return run_command(args, cfg)
     execute(cfg, resume=args.resume, force=args.force)
@@ -97,7 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for t in tasks:
         registry.tasks.get(t)
     if args.executor:  # submitit (issue 6)
-        from slurm.commands import eval_command
+        from benchmark.slurm.commands import eval_command
 
         return eval_command(args, tasks)
     comps, cfg, rec = load_run(run_dir, use_ema=not args.no_ema, epoch=args.epoch)
@@ -182,9 +182,9 @@ def count_params(preset: str) -> dict[str, float]:
     import torch
 
     from benchmark.config import build_config
-    from models.backbone import Backbone
-    from models.text import ClipHead
-    from models.tokenizer import token_shape
+    from benchmark.models.backbone import Backbone
+    from benchmark.models.text import ClipHead
+    from benchmark.models.tokenizer import token_shape
 
     cfg = build_config("dream", preset=preset, objective_defaults={})
     seq_len, token_dim = token_shape(cfg.model)
@@ -234,7 +234,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Submit a named grid (Tables 4, 5, 7, 8, 10-17, Fig. 4) as one Slurm array (issue 6)."""
-    from slurm.commands import sweep_command
+    from benchmark.slurm.commands import sweep_command
 
     return sweep_command(args)
 
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="train + evaluate one run", epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_run_args(p_run)
-    from slurm.commands import add_executor_args, add_sweep_args
+    from benchmark.slurm.commands import add_executor_args, add_sweep_args
 
     add_executor_args(p_run)
     p_run.set_defaults(func=cmd_run)

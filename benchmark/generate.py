@@ -31,7 +31,7 @@ class GenSpec:
 
     @property
     def nfe(self) -> int:
-        from models.sad import nfe
+        from benchmark.models.sad import nfe
 
         return nfe(self.candidates, self.select_step, self.steps)
 
@@ -44,7 +44,7 @@ class GenSpec:
 def gen_spec(e: Any, candidates: int | None = None, budget: int | None = None, rerank: str | None = None,
              steps: int | None = None) -> GenSpec:
     """Resolve (K, S, T) from the eval config (or the given overrides) under the NFE accounting of models/sad.py."""
-    from models.sad import select_step_for_budget
+    from benchmark.models.sad import select_step_for_budget
 
     k = candidates if candidates is not None else e.sad_k
     rerank = rerank or e.sad_rerank
@@ -65,7 +65,7 @@ def gen_spec(e: Any, candidates: int | None = None, budget: int | None = None, r
 def external_clip(cfg: Any, device: torch.device):
     """open_clip with local weights (``eval.clip_model``, ``eval.clip_path`` / $DREAM_BENCH_CLIP). The name
     ``tiny-random`` builds a tiny randomly initialised open_clip model: a test stand-in, never a measurement."""
-    from models.sad import ExternalClip
+    from benchmark.models.sad import ExternalClip
 
     e = cfg.eval
     if e.clip_model == "tiny-random":
@@ -86,7 +86,7 @@ class RefScorer:
     model_id = "reference-network"
 
     def __init__(self) -> None:
-        from tasks._reference import load_reference
+        from benchmark.tasks._reference import load_reference
 
         self.net, self.info = load_reference()
 
@@ -104,7 +104,7 @@ class RefScorer:
 
 
 def _scorer(comps: Any, spec: GenSpec, prompts: list[str], judge: Any):
-    from models.sad import external_scorer, self_scorer
+    from benchmark.models.sad import external_scorer, self_scorer
 
     if spec.candidates == 1:
         return None
@@ -131,7 +131,7 @@ def generate(comps: Any, prompts: list[str], spec: GenSpec, seed: int = 0, batch
              cfg_scale: float | None = None, cfg_schedule: str | None = None, temperature: float | None = None) -> Generated:
     """Decode one image per prompt with (K, S, T) of ``spec``; ``judge`` scores finished candidates for the
     external reranker (an ExternalClip or a RefScorer)."""
-    from models.sad import sample_candidates
+    from benchmark.models.sad import sample_candidates
 
     e = comps.cfg.eval
     scale = e.cfg if cfg_scale is None else cfg_scale

@@ -55,7 +55,7 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T, *, origin: str | None = None) -> None:
         if origin is None:
             mod = getattr(obj, "__module__", "?")
-            builtin = mod.split(".")[0] in ("objectives", "tasks", "benchmark", "models")
+            builtin = mod.split(".")[0] == "benchmark"
             origin = "builtin" if builtin else f"module:{mod}"
             try:
                 origin += f" ({Path(inspect.getfile(obj)).name})"  # type: ignore[arg-type]
@@ -170,13 +170,10 @@ def include(path_or_module: str) -> None:
         importlib.import_module(path_or_module)
 
 
-objectives: Registry[Any] = Registry(
-    "objective",
-    "dream_bench.objectives",
-    ("objectives.clip", "objectives.mar", "objectives.fluid", "objectives.repa", "objectives.dream"),
-)
-schedules: Registry[Any] = Registry("schedule", "dream_bench.schedules", ("objectives.schedules",))
-tasks: Registry[Any] = Registry("task", "dream_bench.tasks", ("tasks.*",))
+# Every module of the built-in packages is scanned, so a new built-in plugin is one new file with no edit here.
+objectives: Registry[Any] = Registry("objective", "dream_bench.objectives", ("benchmark.objectives.*",))
+schedules: Registry[Any] = Registry("schedule", "dream_bench.schedules", ("benchmark.objectives.*",))
+tasks: Registry[Any] = Registry("task", "dream_bench.tasks", ("benchmark.tasks.*",))
 
 register_objective = objectives.register
 register_schedule = schedules.register

@@ -136,7 +136,7 @@ def sample_prompts(cfg: RunConfig, n: int) -> list[str]:
 def write_sample_grid(comps: Components, cfg: RunConfig, path: Path, prompts: list[str] | None = None) -> None:
     from torchvision.utils import save_image
 
-    from models.sampler import sample_tokens
+    from benchmark.models.sampler import sample_tokens
 
     prompts = prompts or sample_prompts(cfg, cfg.eval.samples)
     comps.model.eval()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib.resources
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
+PAPER_DIR = Path(str(importlib.resources.files("benchmark.results"))) / "paper"  # package data: works from a wheel too
 DEFAULT_RUNS = "results/runs"
 FORMATS = ("md", "csv", "latex", "json")
 # Version of each task for tasks this install does not register (the registered task's ``version`` wins, see

@@ -22,11 +22,11 @@ from torch import nn
 from benchmark import distributed, registry
 from benchmark.config import RunConfig
 from benchmark.data import build_train_data, cache_root, step_generator
+from benchmark.models.backbone import Backbone
+from benchmark.models.tokenizer import build_tokenizer, token_shape
+from benchmark.objectives.base import Masking
+from benchmark.objectives.schedules import make_mask
 from benchmark.records import RunRecord, atomic_torch_save
-from models.backbone import Backbone
-from models.tokenizer import build_tokenizer, token_shape
-from objectives.base import Masking
-from objectives.schedules import make_mask
 
 
 class DreamModel(nn.Module):
@@ -92,7 +92,7 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Components:
     needs = registry.objectives.get(cfg.objective.name).needs
     t5 = t5_null = None
     if "t5" in needs:
-        from models.text import FrozenT5
+        from benchmark.models.text import FrozenT5
 
         t5 = FrozenT5(resolve_text_path(cfg), cfg.model.text_len, cfg.model.text_pad_mask).to(device)
         if t5.dim != cfg.model.t5_dim:

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from benchmark.models.diffusion_head import DiffusionHead
 from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-
-from models.diffusion_head import DiffusionHead
 
 
 def _ln(dim: int, **kw) -> nn.LayerNorm:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 
 import torch
+from benchmark.models.diffusion import create_diffusion
 from torch import nn
-
-from models.diffusion import create_diffusion
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:

@@ -31,8 +31,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from models.sampler import DecodeState, decode_step, init_decoding
+from benchmark.models.sampler import DecodeState, decode_step, init_decoding
 
 ScoreFn = Callable[[DecodeState], torch.Tensor]  # state -> scores [K * B] (candidate-major rows)
 

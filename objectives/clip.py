@@ -4,10 +4,11 @@ excluded from the loss, as in DREAM."""
 
 from __future__ import annotations
 
+from benchmark.models.text import ClipHead
+from benchmark.objectives.base import Objective, contrastive_loss
+
 from benchmark.distributed import any_over_ranks
 from benchmark.registry import register_objective
-from models.text import ClipHead
-from objectives.base import Objective, contrastive_loss
 
 
 @register_objective("clip")

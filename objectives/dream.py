@@ -6,9 +6,10 @@ The CLIP loss uses the samples whose mask ratio <= ϕ (0.75), the diffusion loss
 
 from __future__ import annotations
 
+from benchmark.objectives.base import generative_loss
+from benchmark.objectives.clip import CLIP
+
 from benchmark.registry import register_objective
-from objectives.base import generative_loss
-from objectives.clip import CLIP
 
 
 @register_objective("dream")

@@ -6,8 +6,9 @@ bounded to [0.7, 1.0]. In the released code FLUID is the DREAM class with CLIP w
 
 from __future__ import annotations
 
+from benchmark.objectives.base import Objective, generative_loss
+
 from benchmark.registry import register_objective
-from objectives.base import Objective, generative_loss
 
 FX_MAR = {"schedule.name": "fx", "schedule.sigma": 0.25, "schedule.low": 0.7, "schedule.high": 1.0,
           "schedule.mean": 1.0}  # Table 19: masking ratio min 0.7, max 1.0, std 0.25

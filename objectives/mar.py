@@ -3,9 +3,10 @@ null condition (no caption), so it is an unconditional masked autoregressive mod
 
 from __future__ import annotations
 
+from benchmark.objectives.base import Objective, generative_loss
+from benchmark.objectives.fluid import FX_MAR
+
 from benchmark.registry import register_objective
-from objectives.base import Objective, generative_loss
-from objectives.fluid import FX_MAR
 
 
 @register_objective("mar")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from benchmark.models.teacher import Teacher
+from benchmark.objectives.base import Objective, generative_loss
+from benchmark.objectives.fluid import FX_MAR
 from torch import nn
 
 from benchmark.registry import register_objective
-from models.teacher import Teacher
-from objectives.base import Objective, generative_loss
-from objectives.fluid import FX_MAR
 
 
 @register_objective("repa")

@@ -19,7 +19,7 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
-    from slurm.sweeps import SWEEPS
+    from benchmark.slurm.sweeps import SWEEPS
 
     p.add_argument("name", help=f"sweep: {', '.join(SWEEPS)}")
     p.add_argument("--dry-run", action="store_true", help="print grid points, run ids and sbatch parameters only")
@@ -36,7 +36,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace, cfg) -> int:
-    from slurm.launch import load_profile, submit_runs, wait
+    from benchmark.slurm.launch import load_profile, submit_runs, wait
 
     prof = load_profile(args.cluster, args.cluster_sets)
     jobs = submit_runs([cfg], args.executor, prof, force=args.force)
@@ -50,7 +50,7 @@ def run_command(args: argparse.Namespace, cfg) -> int:
 
 
 def eval_command(args: argparse.Namespace, tasks: list[str]) -> int:
-    from slurm.launch import load_profile, submit_eval, wait
+    from benchmark.slurm.launch import load_profile, submit_eval, wait
 
     job = submit_eval(args.run, tasks, not args.no_ema, args.executor, load_profile(args.cluster, args.cluster_sets))
     print(f"submitted eval of {args.run} as {args.executor} job {job.job_id} (log: {job.paths.stdout})")
@@ -60,9 +60,10 @@ def eval_command(args: argparse.Namespace, tasks: list[str]) -> int:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
+    from benchmark.slurm.launch import jobs_folder, load_profile, sbatch_preview, submit_runs, wait
+    from benchmark.slurm.sweeps import plan
+
     from benchmark.config import parse_set
-    from slurm.launch import jobs_folder, load_profile, sbatch_preview, submit_runs, wait
-    from slurm.sweeps import plan
 
     cli = {"preset": args.preset, "data": args.data, "steps": args.steps, "tasks": args.tasks, "out": args.out,
            "seed": args.seed, "sets": parse_set(args.sets)}

@@ -76,8 +76,9 @@ def clear_memory() -> None:
 def dataset_features(model: Any, split: Any, image_size: int, pool: str, batch_size: int, workers: int = 0,
                      key: str | None = None) -> torch.Tensor:
     """Cached features of an ``EvalSplit`` under the eval transform (bicubic resize + centre crop)."""
+    from benchmark.tasks.base import extract_features
+
     from benchmark.data.evalsets import eval_transform
-    from tasks.base import extract_features
 
     def compute() -> torch.Tensor:
         split.transform = eval_transform(image_size)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from benchmark.tasks.base import Task, no_decoder_reason
 
 from benchmark.registry import register_task
-from tasks.base import Task, no_decoder_reason
 
 
 def clip_score(cos: torch.Tensor) -> float:
@@ -63,7 +63,7 @@ class ClipScore(Task):
         self._extra = {"protocol": protocol, "n_samples": len(prompts), "generation": spec.name, "sad_k": spec.candidates,
                        "nfe": spec.nfe, "cfg": e.cfg, "cfg_schedule": e.cfg_schedule, "temperature": e.temperature}
         if ref_folder is None:
-            from tasks._reference import load_reference
+            from benchmark.tasks._reference import load_reference
 
             net, info = load_reference()
             gen_dir, _ = generated_folder(model, cfg, prompts, spec)

@@ -19,11 +19,11 @@ import time
 
 import torch
 import torch.nn.functional as F
+from benchmark.tasks import _dense as D
+from benchmark.tasks.base import Task
 
 from benchmark.data.dense import build_dense_data
 from benchmark.registry import register_task
-from tasks import _dense as D
-from tasks.base import Task
 
 
 @register_task("depth")

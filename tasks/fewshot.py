@@ -20,12 +20,12 @@ import os
 from pathlib import Path
 
 import torch
+from benchmark.tasks._features import cached, dataset_features
+from benchmark.tasks._logreg import logreg_predict, prototype_predict
+from benchmark.tasks.base import Task, extract_features
 
 from benchmark.config import ConfigError
 from benchmark.registry import register_task
-from tasks._features import cached, dataset_features
-from tasks._logreg import logreg_predict, prototype_predict
-from tasks.base import Task, extract_features
 
 SYNTHETIC_SETS = ("class", "shape", "color", "position", "background")
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from benchmark.tasks.base import Task, no_decoder_reason
 
 from benchmark.registry import register_task
-from tasks.base import Task, no_decoder_reason
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_HELP = (
@@ -131,7 +131,7 @@ class FID(Task):
         synthetic = ref_folder is None
         device = "cpu" if synthetic else model.device  # the 128-d reference network is faster on the CPU
         if synthetic:
-            from tasks._reference import load_reference
+            from benchmark.tasks._reference import load_reference
 
             net, info = load_reference()
             ref_folder = synthetic_reference_folder(len(prompts), cfg.model.image_size)

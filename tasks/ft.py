@@ -21,10 +21,10 @@ import hashlib
 import json
 
 import torch
+from benchmark.tasks.base import Task
 from torch import nn
 
 from benchmark.registry import register_task
-from tasks.base import Task
 
 _MEMORY: dict[str, nn.Module] = {}
 
@@ -151,13 +151,13 @@ def _patch_timm_posterize() -> None:
 
 def finetune(model, cfg) -> tuple[FineTuneModel, dict]:
     """Fine-tune (or fetch the cached result for this checkpoint and these settings)."""
+    from benchmark.tasks._features import checkpoint_hash
+    from benchmark.tasks.lp import cosine_lr
     from timm.data import Mixup, create_transform
     from timm.loss import SoftTargetCrossEntropy
 
     from benchmark.data import cache_root
     from benchmark.records import atomic_torch_save
-    from tasks._features import checkpoint_hash
-    from tasks.lp import cosine_lr
 
     e = cfg.eval
     key = _ft_key(cfg, checkpoint_hash(model))

@@ -21,11 +21,11 @@ import math
 from collections.abc import Callable, Iterable
 
 import torch
+from benchmark.tasks._features import cached, dataset_features
+from benchmark.tasks.base import Task, extract_features
 from torch import nn
 
 from benchmark.registry import register_task
-from tasks._features import cached, dataset_features
-from tasks.base import Task, extract_features
 
 
 def synthetic_probe_split(cfg, split: str):

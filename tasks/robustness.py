@@ -18,9 +18,9 @@ real set (``SYNTHETIC_SHIFTS``, written into the record): not a reproduction.
 from __future__ import annotations
 
 import torch
+from benchmark.tasks.base import Task
 
 from benchmark.registry import register_task
-from tasks.base import Task
 
 # key -> (rendering variant, scene seed): the V2 stand-ins are fresh draws of the clean distribution (a
 # re-collected test set), the others the held-out probe-test scenes (seed 2) under a distribution shift.
@@ -39,7 +39,7 @@ class _ProbeClassifier(torch.nn.Module):
         self.model, self.head, self.pool = model, head, pool
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        from tasks.base import extract_features
+        from benchmark.tasks.base import extract_features
 
         return self.head(extract_features(self.model, images, self.pool))
 
@@ -48,11 +48,11 @@ def build_classifier(model, cfg):
     """(classifier of uint8 images -> logits, description)."""
     e = cfg.eval
     if e.robustness_classifier == "ft":
-        from tasks.ft import finetune
+        from benchmark.tasks.ft import finetune
 
         net, info = finetune(model, cfg)
         return net, {"classifier": "ft", "ft_key": info["key"]}
-    from tasks.lp import load_probe_data, train_probe
+    from benchmark.tasks.lp import load_probe_data, train_probe
 
     ftr, ytr, _, _, classes = load_probe_data(model, cfg)
     head = train_probe(ftr, ytr, classes, e.lp_epochs, e.lp_batch, e.lp_blr, e.lp_warmup_epochs, cfg.seed, e.lp_micro_batch)
@@ -71,7 +71,7 @@ class Robustness(Task):
     higher_is_better = {k: True for k in (*KEYS, "avg")}
 
     def run(self, model, cfg) -> dict[str, float]:
-        from tasks.ft import predict_logits
+        from benchmark.tasks.ft import predict_logits
 
         e = cfg.eval
         net, info = build_classifier(model, cfg)

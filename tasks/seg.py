@@ -17,11 +17,11 @@ import time
 
 import torch
 import torch.nn.functional as F
+from benchmark.tasks import _dense as D
+from benchmark.tasks.base import Task
 
 from benchmark.data.dense import build_dense_data
 from benchmark.registry import register_task
-from tasks import _dense as D
-from tasks.base import Task
 
 SEG_LR = {"paper": 1e-4, "dinov3": 1e-3}  # §9.5.3 "learning rate of 1e-4"; DINOv3 ADE20K linear config 1e-3
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 
 import torch
+from benchmark.tasks._features import cached
+from benchmark.tasks.base import Task
 
 from benchmark.config import ConfigError
 from benchmark.registry import register_task
-from tasks._features import cached
-from tasks.base import Task
 
 RATIOS = tuple(round(0.1 * i, 1) for i in range(10))  # Fig. 7: 0.0 ... 0.9
 

@@ -21,16 +21,6 @@ def _isolated_env(tmp_path_factory):
             os.environ[k] = v
 
 
-def small_overrides(**extra):
-    """A smaller-than-tiny model for fast loop tests (same code paths)."""
-    base = {"model.width": "64", "model.depth": "4", "model.heads": "2", "model.buffer_tokens": "4",
-            "model.head_width": "64", "model.head_depth": "2", "model.aligner_depth": "1",
-            "objective.proj_hidden": "64", "objective.embed_dim": "32", "train.batch_size": "16",
-            "data.n_train": "256", "eval.samples": "0", "schedule.group_size": "4"}
-    base.update({k: str(v) for k, v in extra.items()})
-    return base
-
-
 @pytest.fixture
 def one_thread():
     """Tiny models gain nothing from threads; on a loaded machine two threads are many times slower."""

@@ -2,7 +2,6 @@
 
 import copy
 import json
-import sys
 import tarfile
 from pathlib import Path
 
@@ -11,9 +10,7 @@ import torch
 
 from benchmark import registry
 from benchmark.config import build_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import small_overrides  # noqa: E402
+from benchmark.testing import small_overrides
 
 
 def _fixture_writer():

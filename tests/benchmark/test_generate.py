@@ -2,7 +2,6 @@
 the record entries."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,12 @@ import torch
 from benchmark.bench_sample import ROWS
 from benchmark.config import build_config
 from benchmark.generate import gen_spec
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import small_overrides  # noqa: E402
+from benchmark.testing import small_overrides
 
 
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
-    import tasks._reference as ref
+    import benchmark.tasks._reference as ref
 
     monkeypatch.setattr(ref, "DEFAULT_RECIPE", ref.RefRecipe(n_train=512, epochs=1, batch=32, width=8))
     n = torch.get_num_threads()

@@ -1,8 +1,6 @@
 """A short tiny run learns: its losses go down and its linear probe is far above chance and above the
 same probe on the untrained encoder."""
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +9,7 @@ from benchmark import registry
 from benchmark.config import build_config
 from benchmark.records import RunRecord
 from benchmark.run import execute, load_run
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import small_overrides  # noqa: E402
+from benchmark.testing import small_overrides
 
 PROBE = {"eval.n_probe_train": 2048, "eval.n_probe_test": 1024, "eval.lp_epochs": 40, "eval.lp_batch": 256,
          "eval.lp_blr": 32}  # LARS adapts by 1e-3 x |w|/|g|: a few hundred steps need a large lr (Table 22: 28k steps)
@@ -51,7 +47,7 @@ def test_linear_probe_far_above_chance(trained):
 
 def test_probe_reads_the_features_it_is_given(trained):
     """The probe is not a constant: on features that carry no image information it falls to chance."""
-    from tasks.lp import train_probe
+    from benchmark.tasks.lp import train_probe
 
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 48, (2048,), generator=g)
@@ -85,7 +81,7 @@ def test_eval_command_reproduces_the_probe_from_the_run_folder(trained, capsys):
     again = RunRecord.load(run_dir / "record.json").data
     assert again["metrics"]["lp"] == pytest.approx(rec["metrics"]["lp"], abs=1e-6)
     # the CLIP head has BatchNorm: the tasks after training must see it in eval mode, as a reloaded run does
-    from tasks._features import clear_memory
+    from benchmark.tasks._features import clear_memory
 
     clear_memory()  # recompute, as a separate `eval` process would
     assert main(["eval", "--run", str(run_dir), "--tasks", "zeroshot"]) == 0

@@ -14,10 +14,9 @@ import torch
 from benchmark import registry
 from benchmark.config import build_config
 from benchmark.run import execute
+from benchmark.testing import small_overrides
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-from conftest import small_overrides  # noqa: E402
 
 
 def make_cfg(tmp_path, objective="dream", **extra):
@@ -186,7 +185,7 @@ def test_ema_snapshots_over_training_are_evaluated_as_task_at_epoch(tmp_path):
     assert all(torch.equal(snap["model"][k], ref["model"][k]) for k in ref["model"])
     assert main(["eval", "--run", str(run), "--epoch", "2", "--tasks", "lp", "--set", "eval.lp_epochs=2"]) == 0
     rec = json.loads((run / "record.json").read_text())
-    from tasks.lp import LinearProbe
+    from benchmark.tasks.lp import LinearProbe
 
     assert "top1" in rec["metrics"]["lp@2"] and rec["tasks"]["lp@2"]["version"] == LinearProbe.version
     assert main(["eval", "--run", str(run), "--epoch", "5", "--tasks", "lp"]) == 2  # no such snapshot: one line

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from benchmark.models.backbone import Backbone
 
 from benchmark.config import PAPER_ENCODER_PARAMS, PAPER_PARAMS, build_config
-from models.backbone import Backbone
 
 
 def tiny_backbone(**over):

@@ -8,9 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from models.diffusion import GaussianDiffusion, create_diffusion, make_betas, space_timesteps
-from models.diffusion_head import DiffusionHead, timestep_embedding
+from benchmark.models.diffusion import GaussianDiffusion, create_diffusion, make_betas, space_timesteps
+from benchmark.models.diffusion_head import DiffusionHead, timestep_embedding
 
 T = 1000
 

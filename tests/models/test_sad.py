@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
-from models.sad import ExternalClip, external_scorer, nfe, sample_candidates, select_step_for_budget, self_scorer
-from models.sampler import sample_tokens
+from benchmark.models.sad import ExternalClip, external_scorer, nfe, sample_candidates, select_step_for_budget, self_scorer
+from benchmark.models.sampler import sample_tokens
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_sampler import text, tiny_backbone  # noqa: E402
@@ -102,8 +101,9 @@ def test_budget_without_integer_select_step_is_an_error():
 
 def test_self_scorer_is_the_clip_loss_embedding():
     """Score = <normalised projection of the pooled encoder output of the partial canvas, CLIP-text embedding>."""
+    from benchmark.objectives.dream import DREAM
+
     from benchmark.config import build_config
-    from objectives.dream import DREAM
 
     bb = tiny_backbone()
     cfg = build_config("dream", overrides={"model.width": "32", "model.depth": "2", "model.heads": "2",
@@ -151,7 +151,7 @@ def test_external_reranker_keeps_the_best_finished_image():
     t5, null = text(2)
 
     def detok(tokens):  # 64 tokens x 48 = 4x4 patches of a 32x32 RGB image
-        from models.tokenizer import unpatchify
+        from benchmark.models.tokenizer import unpatchify
 
         return unpatchify(tokens, 4, 3, 8, 8).clamp(-1, 1)
 

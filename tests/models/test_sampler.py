@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from benchmark.models.backbone import Backbone
+from benchmark.models.sampler import cfg_scale, mask_len_at, sample_tokens, tokens_per_step
 
 from benchmark.config import build_config
-from models.backbone import Backbone
-from models.sampler import cfg_scale, mask_len_at, sample_tokens, tokens_per_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from models.tokenizer import PixelTokenizer, VAETokenizer, patchify, unpatchify
+from benchmark.models.tokenizer import PixelTokenizer, VAETokenizer, patchify, unpatchify
 
 
 def test_patchify_is_mar_layout_and_invertible():
@@ -37,7 +36,7 @@ def test_vae_wrapper_loads_a_local_diffusers_folder(tmp_path):
 
 
 def test_missing_weights_name_the_path_and_the_fix(tmp_path):
-    from models.text import FrozenT5
+    from benchmark.models.text import FrozenT5
 
     with pytest.raises(FileNotFoundError, match="stabilityai/sd-vae-ft-ema"):
         VAETokenizer(str(tmp_path / "nope"))
@@ -46,10 +45,11 @@ def test_missing_weights_name_the_path_and_the_fix(tmp_path):
 
 
 def test_tiny_t5_and_clip_head():
+    from benchmark.models.text import ClipHead, FrozenT5
+
     from benchmark.config import build_config
     from benchmark.data import cache_root
     from benchmark.data.text_models import synthetic_text_dir
-    from models.text import ClipHead, FrozenT5
 
     t5 = FrozenT5(str(synthetic_text_dir(cache_root())), max_length=32)
     emb, valid = t5.encode(["a large red circle at the top left on a gray background", ""])

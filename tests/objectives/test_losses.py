@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from objectives.base import Masking, contrastive_loss, diffusion_rows
+from benchmark.objectives.base import Masking, contrastive_loss, diffusion_rows
 
 
 def loop_infonce(img, txt, scale, participate, mode):
@@ -77,9 +76,10 @@ def test_gamma_selection_per_group():
 
 
 def test_diffusion_loss_reads_only_masked_tokens_of_selected_groups():
+    from benchmark.models.backbone import Backbone
+    from benchmark.objectives.base import diffusion_loss
+
     from benchmark.config import build_config
-    from models.backbone import Backbone
-    from objectives.base import diffusion_loss
 
     cfg = build_config("dream", overrides={"model.dropout": "0"})
     torch.manual_seed(0)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from benchmark.objectives.schedules import Cooldown, Fixed, NoMask, Uniform, Warmup, make_mask, truncated_normal
 from scipy import stats
 
 from benchmark.config import ScheduleConfig
-from objectives.schedules import Cooldown, Fixed, NoMask, Uniform, Warmup, make_mask, truncated_normal
 
 N = 200_000
 

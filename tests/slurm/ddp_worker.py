@@ -12,16 +12,7 @@ from pathlib import Path
 
 import torch
 
-
-def small_overrides(**extra):
-    """tests/conftest.py's helper, loaded by path: tests/ on sys.path would shadow the package with the
-    tests/benchmark namespace folder."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_dream_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.small_overrides(**extra)
+from benchmark.testing import small_overrides
 
 
 def row_keyed_draws() -> None:
@@ -29,7 +20,7 @@ def row_keyed_draws() -> None:
     each row's target, so a row gets the same draws whichever rank holds it (the comparison then isolates
     what DDP must preserve: data slicing, masks, caption dropout, the all-gathered contrastive loss,
     the 1/G normalisation and gradient averaging)."""
-    from models.diffusion_head import DiffusionHead
+    from benchmark.models.diffusion_head import DiffusionHead
 
     def forward(self, target, z, weight=None, generator=None):
         q = torch.round(target.detach() * 1000).long()

@@ -11,7 +11,6 @@ submitit 1.5.4 signals the controller, which does not forward USR2).
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -21,9 +20,7 @@ import torch
 from benchmark import registry
 from benchmark.config import build_config
 from benchmark.run import execute
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # noqa: E402  (conftest helpers)
-from conftest import small_overrides  # noqa: E402
+from benchmark.testing import small_overrides
 
 STEPS = 16
 
@@ -44,7 +41,7 @@ def wait_for(pred, timeout: float = 240.0, every: float = 0.05) -> bool:
 
 
 def test_preempted_job_is_requeued_and_ends_as_an_uninterrupted_run(tmp_path):
-    from slurm.launch import load_profile, submit_runs
+    from benchmark.slurm.launch import load_profile, submit_runs
 
     ref_dir = execute(make_cfg(tmp_path / "ref"))
     cfg = make_cfg(tmp_path / "job")
@@ -84,8 +81,9 @@ def test_preempted_job_is_requeued_and_ends_as_an_uninterrupted_run(tmp_path):
 
 
 def test_profile_keys_are_checked():
+    from benchmark.slurm.launch import executor_parameters, load_profile
+
     from benchmark.config import ConfigError
-    from slurm.launch import executor_parameters, load_profile
 
     prof = load_profile("h100x8", ["nodes=4", "partition=big", "additional.mail_type=END"])
     p = executor_parameters(prof)

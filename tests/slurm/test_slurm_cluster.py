@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "slurm" / "local_cluster.sh"
 BINARIES = ("slurmctld", "slurmd", "munged", "sbatch", "squeue")
-# A smaller-than-tiny model (tests/conftest.py small_overrides) so each array task trains in seconds.
+# A smaller-than-tiny model (benchmark.testing.small_overrides) so each array task trains in seconds.
 SMALL = ["model.width=64", "model.depth=4", "model.heads=2", "model.buffer_tokens=4", "model.head_width=64",
          "model.head_depth=2", "model.aligner_depth=1", "objective.proj_hidden=64", "objective.embed_dim=32",
          "train.batch_size=16", "data.n_train=256", "eval.samples=0", "schedule.group_size=4", "train.threads=1"]

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
-from tasks.clip_score import caption_agreement, clip_score
+from benchmark.tasks.clip_score import caption_agreement, clip_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from test_sad import tiny_open_clip  # noqa: E402
@@ -65,7 +64,8 @@ def test_caption_agreement_needs_shape_and_colour():
 
 def test_reference_network_agrees_with_real_images(monkeypatch):
     """The judge itself: on real held-out scenes of their captions, agreement is far above chance (1/48)."""
-    import tasks._reference as ref
+    import benchmark.tasks._reference as ref
+
     from benchmark.data.synthetic import SyntheticShapes
 
     monkeypatch.setattr(ref, "DEFAULT_RECIPE", ref.RefRecipe(n_train=1024, epochs=2, batch=32, width=8))
@@ -76,8 +76,9 @@ def test_reference_network_agrees_with_real_images(monkeypatch):
 
 
 def test_real_clip_score_needs_weights(monkeypatch, tmp_path):
+    from benchmark.tasks.clip_score import ClipScore
+
     from benchmark.config import build_config
-    from tasks.clip_score import ClipScore
 
     (tmp_path / "coco" / "images").mkdir(parents=True)
     (tmp_path / "coco" / "captions.txt").write_text("a dog\n")

@@ -2,17 +2,13 @@
 probe on synthetic depth maps against the mean-depth baseline."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from benchmark.tasks import _dense as D
 
-from tasks import _dense as D
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import small_overrides  # noqa: E402
+from benchmark.testing import small_overrides
 
 
 def test_sig_loss_formula():
@@ -82,7 +78,7 @@ def random_encoder():
 
 
 def test_depth_probe_beats_mean_depth(random_encoder):
-    from tasks.depth import Depth
+    from benchmark.tasks.depth import Depth
 
     comps, cfg = random_encoder
     task = Depth()
@@ -96,8 +92,9 @@ def test_depth_probe_beats_mean_depth(random_encoder):
 
 
 def test_missing_nyu_names_the_key(random_encoder, tmp_path):
+    from benchmark.tasks.depth import Depth
+
     from benchmark.config import from_dict
-    from tasks.depth import Depth
 
     comps, cfg = random_encoder
     real = from_dict(cfg.to_dict())

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from benchmark.tasks._logreg import batched_logreg, logreg_predict, prototype_predict
+from benchmark.tasks.fewshot import evaluate_episodes, sample_episodes
 from sklearn.linear_model import LogisticRegression
-
-from tasks._logreg import batched_logreg, logreg_predict, prototype_predict
-from tasks.fewshot import evaluate_episodes, sample_episodes
 
 
 def _episodes(E=60, K=5, shot=5, q=15, D=32, sep=0.4, seed=0):
@@ -91,7 +90,7 @@ def test_evaluate_episodes_reads_the_features():
 
 
 def test_fewshot_task_on_synthetic(small_model):
-    from tasks.fewshot import FewShot
+    from benchmark.tasks.fewshot import FewShot
 
     comps, cfg = small_model
     cfg.eval.fewshot_episodes = 50

@@ -5,10 +5,9 @@ form with scipy; cached reference statistics; the synthetic task end to end (fd_
 import numpy as np
 import pytest
 import torch
+from benchmark.tasks.fid import folder_features, frechet, inception_extractor, reference_stats, stats
 from scipy import linalg
 from torchvision.io import write_png
-
-from tasks.fid import folder_features, frechet, inception_extractor, reference_stats, stats
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
@@ -96,8 +95,9 @@ def test_inception_needs_a_local_file(monkeypatch, tmp_path):
 
 
 def test_real_protocol_without_reference_is_a_clear_error(monkeypatch):
+    from benchmark.tasks.fid import FID
+
     from benchmark.config import build_config
-    from tasks.fid import FID
 
     monkeypatch.delenv("DREAM_BENCH_GEN_REF", raising=False)
     cfg = build_config("dream", overrides={"data.name": "cc12m"})
@@ -108,15 +108,11 @@ def test_real_protocol_without_reference_is_a_clear_error(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_model():
     """An untrained smaller-than-tiny DREAM (the task's plumbing, not its quality) and a small reference network."""
-    import sys
-    from pathlib import Path
 
     from benchmark import registry
     from benchmark.config import build_config
+    from benchmark.testing import small_overrides
     from benchmark.train import build
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import small_overrides
 
     over = small_overrides(**{"eval.gen_samples": 24, "eval.sample_steps": 4, "eval.gen_batch": 24,
                               "model.sample_steps": 5})
@@ -128,13 +124,13 @@ def tiny_model():
 
 @pytest.fixture(autouse=True)
 def small_reference(monkeypatch):
-    import tasks._reference as ref
+    import benchmark.tasks._reference as ref
 
     monkeypatch.setattr(ref, "DEFAULT_RECIPE", ref.RefRecipe(n_train=512, epochs=1, width=8))
 
 
 def test_synthetic_fid_task_reports_fd_ref(tiny_model):
-    from tasks.fid import FID
+    from benchmark.tasks.fid import FID
 
     comps, cfg = tiny_model
     task = FID("cc12m")

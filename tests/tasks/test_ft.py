@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from tasks.ft import FineTune, FineTuneModel, layer_decay_groups, layer_id
+from benchmark.tasks.ft import FineTune, FineTuneModel, layer_decay_groups, layer_id
 
 
 def _small(**extra):

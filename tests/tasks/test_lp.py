@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
+from benchmark.tasks.lp import cosine_lr, fit_head, lars_param_groups, make_head, train_probe
 from torch import nn
-
-from tasks.lp import cosine_lr, fit_head, lars_param_groups, make_head, train_probe
 
 
 def test_one_lars_step_matches_the_mae_formula():
@@ -68,10 +67,11 @@ def test_probe_learns_and_fails_on_noise():
 
 @pytest.mark.parametrize("mode", ["fast", "augmented"])
 def test_lp_task_modes(mode):
+    from benchmark.tasks.lp import LinearProbe
+
     from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import build
-    from tasks.lp import LinearProbe
 
     over = {"model.width": 32, "model.depth": 4, "model.heads": 2, "model.buffer_tokens": 2, "objective.proj_hidden": 32,
             "objective.embed_dim": 16, "eval.n_probe_train": 256, "eval.n_probe_test": 128, "train.batch_size": 16,

@@ -114,7 +114,8 @@ class _Oracle(torch.nn.Module):
 
 
 def test_robustness_task_on_real_layout_fixtures(tmp_path, monkeypatch):
-    import tasks.robustness as rb
+    import benchmark.tasks.robustness as rb
+
     from benchmark.config import build_config
 
     inet = _imagenet(tmp_path / "imagenet")
@@ -147,10 +148,11 @@ def test_robustness_task_on_real_layout_fixtures(tmp_path, monkeypatch):
 
 
 def test_robustness_task_on_synthetic():
+    from benchmark.tasks.robustness import KEYS, SYNTHETIC_SHIFTS, Robustness
+
     from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import build
-    from tasks.robustness import KEYS, SYNTHETIC_SHIFTS, Robustness
 
     over = {"model.width": 32, "model.depth": 4, "model.heads": 2, "model.buffer_tokens": 2, "objective.proj_hidden": 32,
             "objective.embed_dim": 16, "eval.n_probe_train": 256, "eval.n_probe_test": 64, "train.batch_size": 16,

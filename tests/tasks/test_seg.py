@@ -1,17 +1,13 @@
 """Segmentation probe: metrics on a hand-made confusion example (with torchmetrics), slide inference, the anchor's
 augmentation, and the probe on synthetic scenes against the majority-class baseline."""
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from benchmark.tasks import _dense as D
 
-from tasks import _dense as D
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import small_overrides  # noqa: E402
+from benchmark.testing import small_overrides
 
 # 4 classes; class 3 appears nowhere (absent from labels and predictions); two pixels are ignored.
 LABEL = torch.tensor([[0, 0, 1, 1, 2], [2, 2, 255, 0, 1], [0, 255, 1, 1, 2]])
@@ -121,9 +117,10 @@ def test_seg_probe_beats_majority_class(random_encoder, monkeypatch):
     """End to end (cached features, head, schedule, upsampling, slide inference, metrics) on features that carry
     the classes: a frozen "encoder" whose patch features are the patch's class histogram in a random basis + noise
     (looked up by image). The trained head must be far above the majority class; a shuffled lookup must not be."""
+    from benchmark.tasks.seg import Segmentation
+
     from benchmark.data import SYNTHETIC_SPLITS
     from benchmark.data.dense import SyntheticDense
-    from tasks.seg import Segmentation
 
     comps, cfg = random_encoder
     table = {}
@@ -160,7 +157,7 @@ def test_seg_probe_beats_majority_class(random_encoder, monkeypatch):
 
 
 def test_missing_ade20k_names_the_key(random_encoder, tmp_path):
-    from tasks.seg import Segmentation
+    from benchmark.tasks.seg import Segmentation
 
     comps, cfg = random_encoder
     from benchmark.config import from_dict

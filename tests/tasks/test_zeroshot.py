@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from benchmark.tasks.zeroshot import RATIOS, ZeroShot, masked_embeddings, nested_masks, synthetic_templates, text_classifier
 
 from benchmark.config import ConfigError
-from tasks.zeroshot import RATIOS, ZeroShot, masked_embeddings, nested_masks, synthetic_templates, text_classifier
 
 
 def _small(objective="clip", **extra):
@@ -63,8 +63,9 @@ def test_text_classifier_is_the_renormalised_template_mean(small):
 
 
 def test_ratio_zero_is_the_unmasked_clip_path(small):
+    from benchmark.tasks.base import extract_features
+
     from benchmark.data.synthetic import SyntheticShapes
-    from tasks.base import extract_features
 
     comps, cfg = small
     imgs = SyntheticShapes(20, seed=5, image_size=32).images
