@@ -43,7 +43,8 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
             if missing:  # the run id ignores tasks and eval settings: a completed run only gains tasks
                 comps, _, rec = load_run(run_dir, use_ema=cfg.eval.use_ema)
                 rec.data["config"]["eval"] = cfg.to_dict()["eval"]
-                evaluate(comps, cfg, rec, missing)
+                evaluate(comps, cfg, rec, [t for t in missing if "@" not in t])
+                evaluate_snapshots(comps, cfg, rec, run_dir, [t for t in missing if "@" in t])
                 rec.save()
                 print_summary(rec)
             return run_dir
@@ -69,7 +70,8 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
             return run_dir
         if cfg.eval.use_ema:
             comps.model.load_state_dict(comps.ema_state)
-        evaluate(comps, cfg, rec, cfg.tasks)
+        evaluate(comps, cfg, rec, [t for t in cfg.tasks if "@" not in t])
+        evaluate_snapshots(comps, cfg, rec, run_dir, [t for t in cfg.tasks if "@" in t])
         if cfg.eval.samples > 0 and hasattr(comps.backbone, "head"):
             t0 = time.time()
             write_sample_grid(comps, cfg, run_dir / "samples.png")
@@ -100,6 +102,31 @@ def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list
         t0 = time.time()
         metrics = task.run(comps, cfg)
         rec.set_task(name + suffix, task.version, metrics, dict(task.higher_is_better), time.time() - t0, task.extra())
+
+
+def evaluate_snapshots(comps: Components, cfg: RunConfig, rec: RunRecord, run_dir: Path, names: list[str]) -> None:
+    """``lp@12``: the task on the EMA snapshot of epoch 12 (``train.snapshot_every``), stored as ``lp@12`` (Fig. 6);
+    the model's weights are put back afterwards."""
+    if not names:
+        return
+    from benchmark.train import snapshot_name
+
+    by_epoch: dict[float, list[str]] = {}
+    for name in names:
+        base, _, epoch = name.rpartition("@")
+        by_epoch.setdefault(float(epoch), []).append(base)
+    final = {k: v.clone() for k, v in comps.model.state_dict().items()}
+    try:
+        for epoch, bases in sorted(by_epoch.items()):
+            path = run_dir / snapshot_name(epoch)
+            if not path.exists():
+                have = sorted(p.name for p in run_dir.glob("ema_e*.pt"))
+                raise FileNotFoundError(f"{bases[0]}@{epoch:g}: no {path.name} in {run_dir} (snapshots here: "
+                                        f"{', '.join(have) or 'none'}; train with --set train.snapshot_every=N)")
+            comps.model.load_state_dict(torch.load(path, map_location=comps.device, weights_only=False)["model"])
+            evaluate(comps, cfg, rec, bases, suffix=f"@{epoch:g}")
+    finally:
+        comps.model.load_state_dict(final)
 
 
 def load_run(run_dir: Path, use_ema: bool = True, epoch: float | None = None) -> tuple[Components, RunConfig, RunRecord]:
