@@ -139,14 +139,21 @@ def point_config(spec: dict[str, Any], cli: dict[str, Any]):
         over["seed"] = int(cli["seed"])
     defaults = dict(getattr(registry.objectives.get(obj), "defaults", {}))
 
-    user_depth = "model.depth" in (cli.get("sets") or {})
-    if preset != spec["preset"] and spec.get("encoder_depth") and not user_depth:
-        depth = build_config(obj, spec.get("schedule"), preset, spec["recipe"], {"data.name": data}, defaults).model.depth
-        over["model.depth"] = max(depth, 2 * spec["encoder_depth"])  # encoder = the first half of the blocks
+    deeper: dict[str, Any] = {}
 
     def build(extra: dict[str, Any]):
         return build_config(obj, spec.get("schedule"), preset, spec["recipe"],
-                            {**over, **extra, **(cli.get("sets") or {}), "tasks": ""}, defaults)
+                            {**over, **extra, **(cli.get("sets") or {}), **deeper, "tasks": ""}, defaults)
+
+    if preset != spec["preset"] and spec.get("encoder_depth"):
+        from benchmark.config import ConfigError
+
+        try:
+            depth = build({}).model.depth
+        except ConfigError:  # e.g. the CLI's depth fails validation on its own; the real build says so
+            depth = 0
+        if depth < 2 * spec["encoder_depth"]:
+            deeper["model.depth"] = 2 * spec["encoder_depth"]  # the encoder is the first half of the blocks
 
     epochs = build({}).train.epochs if any(isinstance(v, tuple) for v in sets.values()) or spec.get("snapshots") \
         else None

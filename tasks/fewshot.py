@@ -106,7 +106,8 @@ class FewShot(Task):
         if cfg.data.name == "synthetic":
             pools = self._synthetic_pools(model, cfg)
             (ftr, ltr), (fte, lte) = pools["probe_train"], pools["probe_test"]
-            names = [self.variant.removeprefix("syn_")] if self.variant else list(e.fewshot_sets or SYNTHETIC_SETS)
+            one = self.variant if self.variant != "synthetic" else None  # fewshot/synthetic: every stand-in set
+            names = [one.removeprefix("syn_")] if one else list(e.fewshot_sets or SYNTHETIC_SETS)
             for name in names:
                 if name not in ltr:
                     raise ConfigError(f"unknown synthetic few-shot label {name!r}; valid: {', '.join(SYNTHETIC_SETS)}")
