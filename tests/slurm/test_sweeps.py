@@ -6,10 +6,10 @@ import shlex
 from pathlib import Path
 
 import pytest
-
-from benchmark.cli import main
 from benchmark.slurm import mini
 from benchmark.slurm.sweeps import SWEEPS, TABLE_NUMBERS, estimate_hours, load_bench, plan
+
+from benchmark.cli import main
 from benchmark.tables import TABLES, compute
 from benchmark.testing import small_overrides
 
