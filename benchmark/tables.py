@@ -157,6 +157,8 @@ class TableSpec:
         if o["schedule"]:
             parts.append(f"--schedule {o['schedule']}")
         parts += [f"--preset {preset}", f"--data {data}", f"--recipe {o['recipe']}"]
+        if data == "cc12m":  # the CC12M-50K FID reference pairs stay out of training (`benchmark genref`)
+            parts.append("--set data.holdout=50000")
         sets = {**(o["paper_set"] if preset == o["preset"] else {}), **o["set"]}
         epochs = ABL_EPOCHS
         if preset != o["preset"] and any(isinstance(v, tuple) for v in sets.values()):

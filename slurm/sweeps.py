@@ -127,6 +127,10 @@ def point_config(spec: dict[str, Any], cli: dict[str, Any]):
     if preset == spec["preset"]:
         sets = {**spec.get("paper_set", {}), **sets}
     over: dict[str, Any] = {"data.name": data}
+    if data == "cc12m":  # the CC12M-50K reference pairs stay out of training (`python -m benchmark genref`)
+        from benchmark.data.cc12m import CC12M_HOLDOUT
+
+        over["data.holdout"] = CC12M_HOLDOUT
     tasks = cli.get("tasks")
     task_list = list(spec["tasks"]) if tasks is None else [t for t in ("" if tasks == "none" else tasks).split(",") if t]
     if data == "synthetic":
