@@ -390,6 +390,7 @@ def parse_set(items: list[str]) -> dict[str, str]:
 def validate(cfg: RunConfig) -> None:
     """Range checks with one-line messages. Plugin names are checked by the registries."""
     m, o, s, t, d, e = cfg.model, cfg.objective, cfg.schedule, cfg.train, cfg.data, cfg.eval
+    validate_fields(cfg)  # first: the checks below divide by model.heads and model.patch_size
 
     def check(ok: bool, msg: str) -> None:
         if not ok:
@@ -478,7 +479,6 @@ def validate(cfg: RunConfig) -> None:
     check(not d.cached or m.tokenizer == "sd_vae",
           "data.cached=true needs model.tokenizer=sd_vae: the cache holds VAE latents")
     check(not d.cached or o.name != "repa", "data.cached=true does not store images; REPA's teacher needs them")
-    validate_fields(cfg)
 
 
 # Float fields that may be infinite: train.grad_clip=inf disables clipping (clip_grad_norm_ clamps its coefficient).

@@ -31,7 +31,8 @@ SCHEMA = 1
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_FILE, RECORD_LOCK = ".lock", ".record.lock"
 # Test hook (tests/reliability): "kill:<file name>:<n>" SIGKILLs this process on the n-th write of that file,
-# after its temp file is written and before the rename -- what a node failure mid-checkpoint leaves behind.
+# after its temp file is written and before the rename -- what a node failure mid-checkpoint leaves behind;
+# "int:<file name>:<n>" sends SIGINT there instead (Ctrl-C at a known point of training).
 FAULT_ENV = "DREAM_BENCH_FAULT"
 _fault_counts: dict[str, int] = {}
 
@@ -71,13 +72,13 @@ def _mode() -> int:
 
 def _fault_point(path: Path) -> None:
     spec = os.environ.get(FAULT_ENV, "")
-    if not spec.startswith("kill:"):
+    if not spec.startswith(("kill:", "int:")):
         return
-    _, name, n = spec.split(":")
+    kind, name, n = spec.split(":")
     if path.name == name:
         _fault_counts[name] = _fault_counts.get(name, 0) + 1
         if _fault_counts[name] == int(n):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL if kind == "kill" else signal.SIGINT)
 
 
 def _atomic(path: Path, write) -> None:

@@ -23,7 +23,7 @@ def plugin_info(cfg: RunConfig) -> dict:
     return {
         "objective": {"name": cfg.objective.name, "origin": registry.objectives.origin(cfg.objective.name)},
         "schedule": {"name": cfg.schedule.name, "origin": registry.schedules.origin(cfg.schedule.name)},
-        "tasks": {t: registry.tasks.origin(t) for t in cfg.tasks},
+        "tasks": {t: registry.tasks.origin(t.split("/", 1)[0].split("@", 1)[0]) for t in cfg.tasks},
     }
 
 
@@ -35,6 +35,10 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
         registry.include(inc)
     check_losses_active(cfg, registry.objectives.get(cfg.objective.name).needs)
     preflight(cfg, cfg.tasks)  # missing real data fails now, not after training
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        from benchmark.config import ConfigError
+
+        raise ConfigError("train.device=cuda but no CUDA device is visible here; use train.device=auto or cpu")
     run_dir = Path(cfg.out) / run_id(cfg)
     with RunLock(run_dir, "run"):
         return _execute(cfg, run_dir, resume, force, stop_after)
@@ -59,9 +63,9 @@ def _execute(cfg: RunConfig, run_dir: Path, resume: bool, force: bool, stop_afte
                 rec.save()
                 print_summary(rec)
             return run_dir
-        if (run_dir / "checkpoint.pt").exists() and not resume:
-            raise RunExistsError(f"run {rid} has a checkpoint in {run_dir}: pass --resume to continue it, "
-                                 f"or --force to start over")
+    if (run_dir / "checkpoint.pt").exists() and not resume and not force:  # with or without a record
+        raise RunExistsError(f"run {rid} has a checkpoint in {run_dir}: pass --resume to continue it, "
+                             f"or --force to start over")
     if force and run_dir.exists():
         for f in ("checkpoint.pt", "ema.pt", "record.json", "samples.png", *(p.name for p in run_dir.glob("ema_e*.pt"))):
             (run_dir / f).unlink(missing_ok=True)
