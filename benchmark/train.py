@@ -316,7 +316,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
                     out = net(batch, mask, progress)
                 (out["total"] / accum).backward()
             for k, v in out.items():
-                window.setdefault(k, []).append(v.detach().float())
+                window.setdefault(k, []).append(v.detach().float().clone())  # a copy: logit_scale is the live parameter
             window.setdefault("mask_ratio", []).append(mask.masked_fraction.mean())
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         window.setdefault("grad_norm", []).append(grad_norm.detach().float())
@@ -334,6 +334,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
             elapsed = train_s + time.time() - t0
             bar.update(done, logs, images_seen / max(time.time() - t0, 1e-9), elapsed)
             if not all(math.isfinite(v) for v in logs.values()):
+                bar.close()  # the error line starts on its own line
                 raise FloatingPointError(f"non-finite loss at step {done}: "
                                          + ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "lr"))
         snap = cfg.train.snapshot_every

@@ -218,7 +218,7 @@ def test_messages_name_the_fix(folders, capsys, monkeypatch):
 def test_subprocess_sample(folders):
     """Through a real interpreter: exit 2, one line, no traceback (the in-process battery's assumptions hold)."""
     root, fields, _ = folders
-    for case in ("lr negative", "fid/coco without reference", "eval corrupt record"):
+    for case in ("lr negative", "eval corrupt record"):
         argv = [a.format(**fields) for a in CASES[case]]
         p = subprocess.run([sys.executable, "-m", "benchmark", *argv], capture_output=True, text=True, cwd=root,
                            timeout=120)
