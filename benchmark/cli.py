@@ -83,7 +83,7 @@ def config_from_args(args: argparse.Namespace):
     from benchmark.config import check_losses_active
     from benchmark.taskdata import preflight
 
-    check_losses_active(cfg, obj_cls.needs)
+    check_losses_active(cfg, obj_cls)
     preflight(cfg, cfg.tasks)  # a real-data task without its data fails here, before training
     return cfg
 

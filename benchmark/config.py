@@ -531,10 +531,14 @@ def validate_fields(cfg: RunConfig) -> None:
     check(e.gen_seed >= 0 and e.fewshot_seed >= 0 and e.fewshot_split_seed >= 0, "eval seeds must be >= 0")
 
 
-def check_losses_active(cfg: RunConfig, needs: frozenset[str] | set[str]) -> None:
+def check_losses_active(cfg: RunConfig, objective_cls: type) -> None:
     """Refuse a configuration under which one of the objective's losses can never be active (issue 14): the
-    diffusion loss needs a group masked >= gamma (§3.2), the CLIP loss a sample masked <= phi. ``needs`` is the
-    objective plugin's (``decoder``: a diffusion loss; ``clip_text``: a CLIP loss)."""
+    diffusion loss needs a group masked >= gamma (§3.2), the CLIP loss a sample masked <= phi. Built-in objectives
+    only (their ``needs``: ``decoder`` = a gamma-gated diffusion loss, ``clip_text`` = a phi-gated CLIP loss); a
+    third-party objective's losses are its own."""
+    if not objective_cls.__module__.startswith("benchmark.objectives."):
+        return
+    needs = objective_cls.needs
     o, s = cfg.objective, cfg.schedule
     top, bottom = (0.0, 0.0) if s.name == "none" else (s.high, s.low)  # the schedule's range of mask ratios
     if "decoder" in needs and o.diff_weight > 0 and top < o.gamma - 1e-9:

@@ -33,7 +33,7 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
     for the whole call: a second writer stops with RunLockedError naming this one."""
     for inc in cfg.include:
         registry.include(inc)
-    check_losses_active(cfg, registry.objectives.get(cfg.objective.name).needs)
+    check_losses_active(cfg, registry.objectives.get(cfg.objective.name))
     preflight(cfg, cfg.tasks)  # missing real data fails now, not after training
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         from benchmark.config import ConfigError
