@@ -67,6 +67,7 @@ class ObjectiveConfig:
     clip_text_layers: int = 12
     clip_text_heads: int = 8
     clip_text_act: str = "gelu"  # gelu (official) | quick_gelu (StableRep, paper recipe)
+    clip_init: str = "official"  # official (xavier Linear, N(0,1) token embedding, released code) | open_clip (StableRep)
     logit_scale_init: float = 2.659260036932778  # log(1/0.07)
     logit_scale_max: float = 0.0  # 0 = no clamp (official); StableRep clamps to ln(100)=4.6052
     repa_weight: float = 0.5  # Table 20 "Weight on REPA loss"
@@ -94,6 +95,7 @@ class TrainConfig:
     blr: float = 1e-4  # Tables 18-21 "Base learning rate"; lr = blr x batch / 256 (= 8e-4, §4.1)
     lr: float = 0.0  # absolute lr; 0 = derived from blr
     weight_decay: float = 0.02  # Tables 18-20: 0.02; Table 21 (DREAM): 0.04
+    decay_logit_scale: bool = True  # official add_weight_decay decays the 0-d CLIP temperature; paper recipe: excluded
     beta1: float = 0.9  # Tables 18-21 "Momentum"
     beta2: float = 0.95
     warmup_epochs: float = 12.0  # Tables 18-21 "Warmup epochs"
@@ -307,6 +309,8 @@ def recipe_overrides(recipe: str, objective: str) -> dict[str, Any]:
         "model.null_text": "learned",  # §9.5.2 "null token"
         "objective.image_proj": "none",  # mean-pooled features, no projection mentioned
         "objective.clip_text_act": "quick_gelu",  # "following StableRep"
+        "objective.clip_init": "open_clip",  # StableRep's canonical CLIP init
+        "train.decay_logit_scale": False,  # open_clip/StableRep exclude the temperature from weight decay
         "objective.logit_scale_max": 4.6052,
         "objective.clip_filter": "symmetric",
         "objective.repa_teacher": "clip_l",  # §4.3: CLIP-L at layer 6
@@ -408,6 +412,7 @@ def validate(cfg: RunConfig) -> None:
     choice("objective.clip_filter", o.clip_filter, ("official", "symmetric"))
     choice("objective.image_proj", o.image_proj, ("mlp", "linear", "none"))
     choice("objective.clip_text_act", o.clip_text_act, ("gelu", "quick_gelu"))
+    choice("objective.clip_init", o.clip_init, ("official", "open_clip"))
     choice("objective.repa_teacher", o.repa_teacher, ("dinov2_b", "clip_l", "tiny"))
     choice("train.amp", t.amp, ("bf16", "fp32"))
     choice("train.device", t.device, ("auto", "cpu", "cuda"))
