@@ -23,7 +23,7 @@ def plugin_info(cfg: RunConfig) -> dict:
     return {
         "objective": {"name": cfg.objective.name, "origin": registry.objectives.origin(cfg.objective.name)},
         "schedule": {"name": cfg.schedule.name, "origin": registry.schedules.origin(cfg.schedule.name)},
-        "tasks": {t: registry.tasks.origin(t.split("/", 1)[0].split("@", 1)[0]) for t in cfg.tasks},
+        "tasks": {t: registry.tasks.origin(t) for t in cfg.tasks},
     }
 
 

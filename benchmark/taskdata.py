@@ -97,6 +97,10 @@ def resolve(name: str, cfg: Any) -> Resolved:
     FileNotFoundError (missing real data) or ConfigError (a synthetic name on a real-data run)."""
     from benchmark.config import ConfigError
 
+    if "@" in name:  # "lp@2": the same data question as "lp", the suffix kept on the stored name
+        stem, at = name.split("@", 1)
+        r = resolve(stem, cfg)
+        return dataclasses.replace(r, name=f"{r.name}@{at}")
     base, variant = split(name)
     if base not in REAL_DATA:
         return Resolved(name, variant, cfg, cfg.data.name == SYNTHETIC)
