@@ -26,7 +26,7 @@ from benchmark.models.backbone import Backbone
 from benchmark.models.tokenizer import build_tokenizer, token_shape
 from benchmark.objectives.base import Masking
 from benchmark.objectives.schedules import make_mask
-from benchmark.records import RunRecord, atomic_torch_save
+from benchmark.records import RunRecord, atomic_torch_save, load_checkpoint
 
 
 class DreamModel(nn.Module):
@@ -50,6 +50,7 @@ class Components:
     device: torch.device
     ema_state: dict[str, torch.Tensor] | None = None  # set by train(): the weights evaluation uses
     finished: bool = False  # set by train(): all steps done (False after an early stop)
+    t5_null_valid: torch.Tensor | None = None  # T5("")'s padding mask [1, T] (model.text_pad_mask)
 
     @property
     def backbone(self) -> Backbone:
@@ -90,7 +91,7 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Components:
     # Weights that may be missing are loaded first, so a bad path fails before minutes of model init.
     tokenizer = build_tokenizer(cfg.model).to(device)
     needs = registry.objectives.get(cfg.objective.name).needs
-    t5 = t5_null = None
+    t5 = t5_null = t5_null_valid = None
     if "t5" in needs:
         from benchmark.models.text import FrozenT5
 
@@ -100,10 +101,10 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Components:
 
             raise ConfigError(f"model.t5_dim={cfg.model.t5_dim} but the T5 at {cfg.model.t5_path} has "
                               f"d_model={t5.dim}; set --set model.t5_dim={t5.dim}")
-        t5_null = t5.encode([""])[0]
+        t5_null, t5_null_valid = t5.encode([""])
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
-    return Components(cfg, model, tokenizer, t5, t5_null, device)
+    return Components(cfg, model, tokenizer, t5, t5_null, device, t5_null_valid=t5_null_valid)
 
 
 def prepare_batch(comps: Components, raw: dict[str, Any], step: int, micro: int = 0) -> dict[str, Any]:
@@ -132,6 +133,7 @@ def prepare_batch(comps: Components, raw: dict[str, Any], step: int, micro: int 
             t5, valid = comps.t5.encode(raw["captions"])
         batch["t5"], batch["t5_null"] = t5.to(dev, non_blocking=True).float(), comps.t5_null  # cache: float16
         batch["t5_valid"] = valid.to(dev, non_blocking=True)
+        batch["t5_null_valid"] = comps.t5_null_valid
         drop = torch.rand(n, generator=gen) < cfg.train.caption_dropout
         batch["caption_drop"] = drop.to(dev)
     if "clip_text" in needs:
@@ -178,6 +180,22 @@ def shard_draws(cfg: RunConfig, batch: dict[str, Any], mask: Masking, rows: slic
     return mask
 
 
+def _check_accum(cfg: RunConfig) -> None:
+    """Gradient accumulation is exact for per-sample losses only: the contrastive loss would take its negatives and
+    the projection's BatchNorm statistics from each micro-batch instead of the global batch."""
+    for inc in cfg.include:  # a plugin objective registers on import
+        registry.include(inc)
+    needs = registry.objectives.get(cfg.objective.name).needs
+    if cfg.train.accum_steps > 1 and "clip_text" in needs and cfg.objective.clip_weight > 0:
+        from benchmark.config import ConfigError
+
+        micro = cfg.train.batch_size // cfg.train.accum_steps
+        raise ConfigError(f"train.accum_steps={cfg.train.accum_steps} would change the CLIP loss of objective "
+                          f"{cfg.objective.name!r} (negatives and BatchNorm statistics from micro-batches of {micro}, "
+                          f"not the batch of {cfg.train.batch_size}): use train.accum_steps=1 (more GPUs or a smaller "
+                          f"train.batch_size)")
+
+
 class EMA:
     """Exponential moving average of the parameters (§4.1: decay 0.9999), foreach-fused."""
 
@@ -206,13 +224,15 @@ class EMA:
             s.copy_(v)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No decay for 1-D tensors, biases and the diffusion head (MAR/DREAM ``add_weight_decay``)."""
+def param_groups(model: nn.Module, weight_decay: float, decay_scalars: bool = True) -> list[dict[str, Any]]:
+    """No decay for 1-D tensors, biases and the diffusion head (MAR/DREAM ``add_weight_decay``). That rule tests
+    ``len(shape) == 1``, so the 0-d CLIP ``logit_scale`` is decayed there (``decay_scalars``, official); the paper
+    recipe keeps it out, as open_clip and StableRep do."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or ".head." in f".{name}":
+        if p.ndim == 1 or (p.ndim == 0 and not decay_scalars) or name.endswith(".bias") or ".head." in f".{name}":
             no_decay.append(p)
         else:
             decay.append(p)
@@ -243,6 +263,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     process (tests use it to simulate a kill right after a checkpoint)."""
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    _check_accum(cfg)
     data = build_train_data(cfg)  # a missing data set fails first
     comps = comps or build(cfg)
     model, device = comps.model, comps.device
@@ -253,7 +274,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     _check_world(cfg, world)
     schedule = registry.schedules.get(cfg.schedule.name)(cfg.schedule)
     fused = device.type == "cuda"
-    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.lr,
+    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay, cfg.train.decay_logit_scale), lr=cfg.lr,
                             betas=(cfg.train.beta1, cfg.train.beta2), fused=fused)
     ema = EMA(model, cfg.train.ema_decay)
     if world > 1:  # per-rank streams for dropout and the diffusion (t, noise) draws (MAR seeds seed + rank)
@@ -262,7 +283,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     start, curve, train_s = 0, [], 0.0
     ckpt_path = run_dir / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = load_checkpoint(ckpt_path, device)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         ema.load(ck["ema"])
@@ -287,9 +308,12 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     micro_b = b // accum
     params = [p for p in model.parameters() if p.requires_grad]
     window: dict[str, list[torch.Tensor]] = {}
+    if resume and ckpt_path.exists():  # the partial logging window: a resumed curve equals the uninterrupted one
+        window = {k: list(v.to(device).unbind()) for k, v in (ck.get("log_window") or {}).items()}
     t0, images_seen = time.time(), 0
     bar = _progress(total, start)
     done = start
+    sigint = distributed.stop_on_sigint()  # Ctrl-C: checkpoint after this step and return (a second one aborts)
     for step in range(start, total):
         progress = step / total * cfg.train.epochs  # fractional epochs of the (possibly shortened) run
         lr = lr_at(cfg, progress)
@@ -313,7 +337,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
                     out = net(batch, mask, progress)
                 (out["total"] / accum).backward()
             for k, v in out.items():
-                window.setdefault(k, []).append(v.detach().float())
+                window.setdefault(k, []).append(v.detach().float().clone())  # a copy: logit_scale is the live parameter
             window.setdefault("mask_ratio", []).append(mask.masked_fraction.mean())
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         window.setdefault("grad_norm", []).append(grad_norm.detach().float())
@@ -330,8 +354,10 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
             window = {}
             elapsed = train_s + time.time() - t0
             bar.update(done, logs, images_seen / max(time.time() - t0, 1e-9), elapsed)
-            if not math.isfinite(logs["total"]):
-                raise FloatingPointError(f"non-finite loss at step {done}: {logs}")
+            if not all(math.isfinite(v) for v in logs.values()):
+                bar.close()  # the error line starts on its own line
+                raise FloatingPointError(f"non-finite loss at step {done}: "
+                                         + ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "lr"))
         snap = cfg.train.snapshot_every
         if snap > 0 and done < total and distributed.is_main():  # EMA at each multiple of `snap` epochs (Fig. 6)
             k = math.floor(done / total * cfg.train.epochs / snap + 1e-9)
@@ -340,7 +366,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
                                   run_dir / snapshot_name(k * snap))
         stop = distributed.should_stop()  # preemption or time limit: all ranks stop after this step
         if done % cfg.train.ckpt_every == 0 or done == total or stop:
-            save_checkpoint(run_dir, model, opt, ema, done, curve, train_s + time.time() - t0, cfg, device)
+            save_checkpoint(run_dir, model, opt, ema, done, curve, train_s + time.time() - t0, cfg, device, window)
             if record is not None:  # what `status` shows while the run trains
                 record.data["progress"] = {"step": done, "total": total}
                 record.save()
@@ -350,6 +376,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         if stop_after is not None and done - start >= stop_after:
             break
     bar.close()
+    sigint.restore()
     train_s += time.time() - t0
     if record is not None:
         record.data["train"] = {
@@ -373,7 +400,7 @@ def snapshot_name(epoch: float) -> str:
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, opt, ema: EMA, step: int, curve: list, train_s: float,
-                    cfg: RunConfig, device: torch.device) -> None:
+                    cfg: RunConfig, device: torch.device, window: dict[str, list[torch.Tensor]] | None = None) -> None:
     rng_cuda = torch.cuda.get_rng_state() if device.type == "cuda" else None
     rngs = distributed.gather_objects((torch.get_rng_state(), rng_cuda))  # collective: all ranks call this
     if not distributed.is_main():  # only rank 0 writes (the weights are identical on all ranks)
@@ -382,6 +409,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, opt, ema: EMA, step: int, c
         "model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step,
         "loss_curve": curve, "train_s": train_s, "config": cfg.to_dict(), "rng_cpu": torch.get_rng_state(),
         "rng_cuda": rng_cuda, "rng_ranks": rngs if len(rngs) > 1 else None,
+        "log_window": {k: torch.stack(v).cpu() for k, v in (window or {}).items() if v},
     }
     atomic_torch_save({"model": ema.state_dict(model), "step": step, "config": cfg.to_dict()}, run_dir / "ema.pt")
     atomic_torch_save(state, run_dir / "checkpoint.pt")  # written last: it marks the resume point
