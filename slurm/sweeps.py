@@ -28,7 +28,7 @@ STAND_IN_TASKS = ("lp", "ft", "zeroshot", "robustness", "fewshot", "seg", "depth
 # DREAM ablation default also runs `bench sample` for Table 17's K=1 vs K=9 at equal NFE.
 MINI_TABLES = (2, 4, 5)
 MINI_SEEDS = 3
-MINI_STEPS = 300  # ~1.5 CPU-min per run at tiny: 33 runs + evaluation in about 90 minutes on 2 idle cores
+MINI_STEPS = 200  # a third of the tiny default: 33 runs + evaluation in about 90 min on 2 idle cores (estimated)
 MINI_SETS = {"train.threads": 1, "eval.gen_samples": 128, "eval.sad_bench_prompts": 64, "eval.sample_steps": 16,
              "eval.samples": 0}
 # GPU-hour estimate without a `bench train` measurement: 6 x trained parameters x tokens FLOPs per image (forward
