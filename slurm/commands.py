@@ -90,6 +90,10 @@ def sweep_cli(args: argparse.Namespace) -> dict:
             "seed": args.seed, "seeds": list(range(n_seeds)) if n_seeds else None, "sets": sets}
 
 
+def _hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 100 else f"{h:.3g}"
+
+
 def sweep_command(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
@@ -125,14 +129,14 @@ def sweep_command(args: argparse.Namespace) -> int:
 
             print(f"  {'':<28} {c.objective.name}/{c.schedule.name}/{c.preset}/{c.data.name}/{c.recipe} seed={c.seed} "
                   f"steps={total_steps(c)} tasks={','.join(c.tasks) or 'none'}"
-                  f"{' +bench sample' if p['sample'] else ''}  ~{hours:,.3g} GPU-h")
+                  f"{' +bench sample' if p['sample'] else ''}  ~{_hours(hours)} GPU-h")
     if args.dry_run:
         est = [p for p in points if p.get("gpu_hours") is not None]
         hows = sorted({p["how"] for p in est})
         how = ", ".join(h if h != "flops" else f"FLOP count (6 N T per image) at an assumed MFU of {mfu:.0%} of "
                         f"{peak:g} TFLOP/s per GPU" for h in hows) or "-"
-        print(f"estimate: {sum(p['gpu_hours'] for p in est):,.4g} GPU-hours for all {len(est)} runs, "
-              f"{sum(p['gpu_hours'] for p in est if p in todo):,.4g} for the {len(todo)} to submit "
+        print(f"estimate: {_hours(sum(p['gpu_hours'] for p in est))} GPU-hours for all {len(est)} runs, "
+              f"{_hours(sum(p['gpu_hours'] for p in est if p in todo))} for the {len(todo)} to submit "
               f"(training only, no evaluation; from {how}"
               + ("; pass --bench FILE from `bench train --json` for a measured step time)" if "flops" in hows else ")"))
         executor = args.executor or "slurm"
