@@ -155,10 +155,12 @@ class TableSpec:
         for k, (field_, _) in DERIVED.items():  # e.g. a warm-up fraction -> schedule.warmup_epochs of 48
             if k in m and not (k in implied and _eq(implied[k], m[k])):
                 sets[field_] = ("fraction", m[k])  # of the run's own epochs (48 at the paper's setting)
+        # Tables 7, 8, 16 compare encoder layers up to 12: at a smaller preset every row gets an encoder that deep
+        layers = [r.match.get(k, 0) for r in self.rows for k in ("config.objective.clip_layer", "config.objective.repa_layer")]
         return {"objective": m.get("objective", "dream"), "schedule": m.get("schedule"),
                 "preset": row.paper.get("preset", "L"), "data": row.paper.get("data", "cc12m"),
                 "recipe": recipe, "set": sets, "paper_set": paper_sets, "tasks": self.run_tasks(row),
-                "sample": row.variant is not None}
+                "sample": row.variant is not None, "encoder_depth": max(layers, default=0)}
 
     def grid(self) -> list[dict[str, Any]]:
         return [self.overrides(r) for r in self.rows]
@@ -176,10 +178,13 @@ class TableSpec:
             parts.append("--set data.holdout=50000")
         sets = {**(o["paper_set"] if preset == o["preset"] else {}), **o["set"]}
         epochs = ABL_EPOCHS
-        if preset != o["preset"] and any(isinstance(v, tuple) for v in sets.values()):
+        if preset != o["preset"]:
             from benchmark.config import build_config
 
-            epochs = build_config(o["objective"], o["schedule"], preset, o["recipe"], {"data.name": data}).train.epochs
+            own = build_config(o["objective"], o["schedule"], preset, o["recipe"], {"data.name": data})
+            epochs = own.train.epochs
+            if own.model.depth < 2 * o["encoder_depth"]:  # as `sweep` does: the encoder is the first half
+                sets = {"model.depth": 2 * o["encoder_depth"], **sets}
         parts += [f"--set {k}={_fmt_value(round(v[1] * epochs, 6) if isinstance(v, tuple) else v)}"
                   for k, v in sets.items()]
         tasks = o["tasks"]

@@ -47,13 +47,8 @@ def _table_points(n: int) -> list[Point]:
     from benchmark.tables import TABLES
 
     table = TABLES[n]
-    points = [Point(f"T{n} {row.label}", table.overrides(row)) for row in table.rows
-              if row.paper.get("preset") != "external"]  # Table 1's other models: numbers from their papers
-    # Tables 7, 8, 16 compare encoder layers up to 12: a smaller preset gets an encoder that deep, for all rows
-    layers = [v for p in points for k, v in p.spec["set"].items() if k in ("objective.clip_layer", "objective.repa_layer")]
-    for p in points:
-        p.spec["encoder_depth"] = max(layers, default=0)
-    return points
+    return [Point(f"T{n} {row.label}", table.overrides(row)) for row in table.rows
+            if row.paper.get("preset") != "external"]  # Table 1's other models: numbers from their papers
 
 
 def _ablation_default(tasks: list[str], **extra: Any) -> dict[str, Any]:

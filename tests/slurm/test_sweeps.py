@@ -70,6 +70,24 @@ def test_tiny_table_sweep_lists_the_runs_its_table_reads(n, tmp_path):
     assert missing_rows(n, tmp_path) == invalid
 
 
+@pytest.mark.parametrize("n", TABLE_NUMBERS)
+def test_missing_run_commands_build_the_sweeps_runs(n, tmp_path):
+    """The command a table prints for a missing row (at the held runs' setting, tiny here) makes the very run the
+    sweep lists for that row (same run id: same training config), for every row of every table."""
+    from benchmark.cli import build_parser, config_from_args
+    from benchmark.config import run_id
+
+    ids = {lbl.split(" ", 1)[1]: p["run_id"] for p in plan(f"table{n}", {"preset": "tiny", "out": str(tmp_path)})
+           for lbl in p["labels"] if p["run_id"]}
+    spec = TABLES[n]
+    for row in spec.rows:
+        if row.label not in ids:
+            continue
+        cmd = spec.command(row, "tiny", "synthetic").split(" && ")[0]
+        args = build_parser().parse_args([*shlex.split(cmd)[3:], "--out", str(tmp_path)])
+        assert run_id(config_from_args(args)) == ids[row.label], (row.label, cmd)
+
+
 def test_paper_sweep_is_the_union_with_shared_runs_once(tmp_path):
     cli = tiny_cli(tmp_path)
     union = plan("paper", cli)
