@@ -42,7 +42,7 @@ def config_from_args(args: argparse.Namespace):
 
     for inc in args.include:
         registry.include(inc)
-    obj_cls = registry.objectives.get(args.objective)
+    registry.objectives.get(args.objective)
     if args.schedule is not None:
         registry.schedules.get(args.schedule)
     overrides: dict[str, object] = {}
@@ -63,8 +63,7 @@ def config_from_args(args: argparse.Namespace):
     if args.include:
         overrides["include"] = ",".join(args.include)
     overrides.update(parse_set(args.sets))
-    defaults = dict(getattr(obj_cls, "defaults", {}))
-    cfg = build_config(args.objective, args.schedule, args.preset, args.recipe, overrides, defaults)
+    cfg = build_config(args.objective, args.schedule, args.preset, args.recipe, overrides)
     registry.schedules.get(cfg.schedule.name)
     for t in cfg.tasks:
         registry.tasks.get(t)
@@ -186,7 +185,7 @@ def count_params(preset: str) -> dict[str, float]:
     from benchmark.models.text import ClipHead
     from benchmark.models.tokenizer import token_shape
 
-    cfg = build_config("dream", preset=preset, objective_defaults={})
+    cfg = build_config("dream", preset=preset)
     seq_len, token_dim = token_shape(cfg.model)
     with torch.device("meta"):
         bb = Backbone(cfg.model, seq_len, token_dim, with_decoder=True)
@@ -216,6 +215,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                 obj = reg.get(name)
                 doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
                 print(f"  {name:<10} {reg.origin(name):<34} {doc[:70]}")
+                if args.verbose:  # the plugin's own settings: `--set <section>.<field>=`
+                    section = f"task.{name}" if kind == "tasks" else kind[:-1]
+                    caps = getattr(obj, "capabilities", None)
+                    if caps is not None:
+                        print(f"      capabilities: {', '.join(k for k, v in vars(caps).items() if v) or 'none'}")
+                    for line in obj.Settings.describe():
+                        print(f"      {section}.{line}")
     if what in (None, "presets"):
         print("presets (parameters on the meta device; backbone = encoder + decoder + text aligner + "
               "diffusion head, without the frozen T5 and the CLIP text tower):")
@@ -343,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_cache.set_defaults(func=cmd_cache)
     p_list = sub.add_parser("list", help="objectives, schedules, tasks, presets (with origins)")
     p_list.add_argument("what", nargs="?", default=None)
+    p_list.add_argument("-v", "--verbose", action="store_true", help="each plugin's settings: fields, types, defaults")
     p_list.set_defaults(func=cmd_list)
     p_table = sub.add_parser("table", help="paper table N: ours | paper | delta, from the run records")
     p_table.add_argument("number", type=int)

@@ -70,7 +70,7 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
         if cfg.eval.use_ema:
             comps.model.load_state_dict(comps.ema_state)
         evaluate(comps, cfg, rec, cfg.tasks)
-        if cfg.eval.samples > 0 and hasattr(comps.backbone, "head"):
+        if cfg.eval.samples > 0 and comps.objective.capabilities.decoder:
             t0 = time.time()
             write_sample_grid(comps, cfg, run_dir / "samples.png")
             rec.data["timings"]["samples_s"] = round(time.time() - t0, 2)
@@ -141,8 +141,8 @@ def write_sample_grid(comps: Components, cfg: RunConfig, path: Path, prompts: li
     prompts = prompts or sample_prompts(cfg, cfg.eval.samples)
     comps.model.eval()
     t5, valid = comps.t5.encode(prompts) if comps.t5 is not None else (None, None)
-    conditional = comps.objective.name != "mar"
-    if not conditional:  # MAR is unconditional: every row gets the null condition, no guidance
+    conditional = comps.objective.capabilities.text_conditioned
+    if not conditional:  # an unconditional decoder (MAR): every row gets the null condition, no guidance
         t5 = comps.backbone.null_condition(comps.t5_null, len(prompts))
     g = torch.Generator().manual_seed(cfg.seed)
     e = cfg.eval

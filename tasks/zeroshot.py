@@ -19,7 +19,7 @@ import math
 
 import torch
 from benchmark.tasks._features import cached
-from benchmark.tasks.base import Task
+from benchmark.tasks.base import Task, objectives_with
 
 from benchmark.config import ConfigError
 from benchmark.registry import register_task
@@ -112,15 +112,15 @@ class ZeroShot(Task):
             f"imagenet-val-{val.split_hash}-n{len(idx)}-openai"
 
     def applies(self, model, cfg) -> str | None:
-        if getattr(model.objective, "clip", None) is None:
-            return f"needs an objective with a CLIP text tower (clip, dream); {cfg.objective.name!r} has none"
+        if not model.objective.capabilities.clip_text:
+            return f"needs an objective with a CLIP text tower ({objectives_with('clip_text')}); {cfg.objective.name!r} has none"
         return None
 
     def run(self, model, cfg) -> dict[str, float]:
-        clip = getattr(model.objective, "clip", None)
-        if clip is None:
-            raise ConfigError(f"zeroshot needs an objective with a CLIP text tower (clip, dream); "
+        if not model.objective.capabilities.clip_text:
+            raise ConfigError(f"zeroshot needs an objective with a CLIP text tower ({objectives_with('clip_text')}); "
                               f"{cfg.objective.name!r} has none")
+        clip = model.objective.clip
         e = cfg.eval
         images, labels, classes, templates, key = self._data(model, cfg)
         W = text_classifier(clip, classes, templates, model.device)

@@ -2,12 +2,11 @@
 
 import pytest
 
-from benchmark import registry
 from benchmark.config import ConfigError, build_config, recipe_overrides, run_id
 
 
 def cfg_for(objective="dream", **kw):
-    return build_config(objective, objective_defaults=registry.objectives.get(objective).defaults, **kw)
+    return build_config(objective, **kw)
 
 
 def test_objective_defaults_follow_the_paper_tables():

@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make_cfg(tmp_path, objective="dream", **extra):
-    over = small_overrides(**{"out": str(tmp_path), "tasks": "", **extra})
-    return build_config(objective, overrides=over, objective_defaults=registry.objectives.get(objective).defaults)
+    over = small_overrides(objective, **{"out": str(tmp_path), "tasks": "", **extra})
+    return build_config(objective, overrides=over)
 
 
 def final_state(run_dir):

@@ -6,15 +6,13 @@ from benchmark.tasks.ft import FineTune, FineTuneModel, layer_decay_groups, laye
 
 
 def _small(**extra):
-    from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import build
 
     over = {"model.width": 32, "model.depth": 6, "model.heads": 2, "model.buffer_tokens": 2, "model.head_width": 32,
             "model.aligner_depth": 1, "objective.proj_hidden": 32, "objective.embed_dim": 16, "train.batch_size": 16,
             "data.n_train": 256, "eval.n_probe_test": 64, **extra}
-    cfg = build_config("dream", overrides={k: str(v) for k, v in over.items()},
-                       objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream", overrides={k: str(v) for k, v in over.items()})
     return build(cfg), cfg
 
 
