@@ -104,7 +104,7 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
     model: DreamModel = build_model(cfg).to(dev)
     if model.objective.capabilities.teacher:
         raise ValueError("bench train does not load REPA teachers; use objective fluid for its cost")
-    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=1e-4, betas=(0.9, 0.95),
+    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay, cfg.train.decay_logit_scale), lr=1e-4, betas=(0.9, 0.95),
                             fused=dev.type == "cuda")
     ema = EMA(model, cfg.train.ema_decay)
     schedule = registry.schedules.get(cfg.schedule.name)(cfg.schedule)

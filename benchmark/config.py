@@ -55,6 +55,7 @@ class TrainConfig:
     blr: float = 1e-4  # Tables 18-21 "Base learning rate"; lr = blr x batch / 256 (= 8e-4, §4.1)
     lr: float = 0.0  # absolute lr; 0 = derived from blr
     weight_decay: float = 0.02  # Tables 18-20: 0.02; Table 21 (DREAM): 0.04
+    decay_logit_scale: bool = True  # official add_weight_decay decays the 0-d CLIP temperature; paper recipe: excluded
     beta1: float = 0.9  # Tables 18-21 "Momentum"
     beta2: float = 0.95
     warmup_epochs: float = 12.0  # Tables 18-21 "Warmup epochs"
@@ -273,6 +274,7 @@ RECIPE_OVERRIDES: dict[str, dict[str, Any]] = {
         "model.head_width": 0,  # "matches the transformer's embedding dimension"
         "model.t5_dim": 4096,  # T5-XXL
         "model.null_text": "learned",  # §9.5.2 "null token"
+        "train.decay_logit_scale": False,  # open_clip/StableRep exclude the temperature from weight decay
     },
 }
 

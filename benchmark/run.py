@@ -142,13 +142,15 @@ def write_sample_grid(comps: Components, cfg: RunConfig, path: Path, prompts: li
     comps.model.eval()
     t5, valid = comps.t5.encode(prompts) if comps.t5 is not None else (None, None)
     conditional = comps.objective.capabilities.text_conditioned
+    valid = valid.to(comps.device) if valid is not None and cfg.model.text_pad_mask else None
     if not conditional:  # an unconditional decoder (MAR): every row gets the null condition, no guidance
         t5 = comps.backbone.null_condition(comps.t5_null, len(prompts))
+        valid = None if valid is None else comps.backbone.null_valid(comps.t5_null_valid, len(prompts), valid.shape[1])
     g = torch.Generator().manual_seed(cfg.seed)
     e = cfg.eval
     tokens = sample_tokens(comps.backbone, t5.to(comps.device), comps.t5_null, steps=e.sample_steps,
                            cfg=e.cfg if conditional else 1.0, cfg_schedule=e.cfg_schedule,
-                           temperature=e.temperature, generator=g)
+                           temperature=e.temperature, generator=g, t5_valid=valid, t5_null_valid=comps.t5_null_valid)
     images = comps.tokenizer.decode(tokens)
     nrow = max(1, int(len(prompts) ** 0.5))
     save_image((images + 1) / 2, path, nrow=nrow, padding=1)

@@ -50,6 +50,7 @@ class Components:
     device: torch.device
     ema_state: dict[str, torch.Tensor] | None = None  # set by train(): the weights evaluation uses
     finished: bool = False  # set by train(): all steps done (False after an early stop)
+    t5_null_valid: torch.Tensor | None = None  # T5("")'s padding mask [1, T] (model.text_pad_mask)
 
     @property
     def backbone(self) -> Backbone:
@@ -90,7 +91,7 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Components:
     # Weights that may be missing are loaded first, so a bad path fails before minutes of model init.
     tokenizer = build_tokenizer(cfg.model).to(device)
     needs = registry.objectives.get(cfg.objective.name).needs
-    t5 = t5_null = None
+    t5 = t5_null = t5_null_valid = None
     if "t5" in needs:
         from benchmark.models.text import FrozenT5
 
@@ -100,10 +101,10 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Components:
 
             raise ConfigError(f"model.t5_dim={cfg.model.t5_dim} but the T5 at {cfg.model.t5_path} has "
                               f"d_model={t5.dim}; set --set model.t5_dim={t5.dim}")
-        t5_null = t5.encode([""])[0]
+        t5_null, t5_null_valid = t5.encode([""])
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
-    return Components(cfg, model, tokenizer, t5, t5_null, device)
+    return Components(cfg, model, tokenizer, t5, t5_null, device, t5_null_valid=t5_null_valid)
 
 
 def prepare_batch(comps: Components, raw: dict[str, Any], step: int, micro: int = 0) -> dict[str, Any]:
@@ -132,6 +133,7 @@ def prepare_batch(comps: Components, raw: dict[str, Any], step: int, micro: int 
             t5, valid = comps.t5.encode(raw["captions"])
         batch["t5"], batch["t5_null"] = t5.to(dev, non_blocking=True).float(), comps.t5_null  # cache: float16
         batch["t5_valid"] = valid.to(dev, non_blocking=True)
+        batch["t5_null_valid"] = comps.t5_null_valid
         drop = torch.rand(n, generator=gen) < cfg.train.caption_dropout
         batch["caption_drop"] = drop.to(dev)
     if "clip_text" in needs:
@@ -178,6 +180,22 @@ def shard_draws(cfg: RunConfig, batch: dict[str, Any], mask: Masking, rows: slic
     return mask
 
 
+def _check_accum(cfg: RunConfig) -> None:
+    """Gradient accumulation is exact for per-sample losses only: the contrastive loss would take its negatives and
+    the projection's BatchNorm statistics from each micro-batch instead of the global batch."""
+    for inc in cfg.include:  # a plugin objective registers on import
+        registry.include(inc)
+    needs = registry.objectives.get(cfg.objective.name).needs
+    if cfg.train.accum_steps > 1 and "clip_text" in needs and cfg.objective.clip_weight > 0:
+        from benchmark.config import ConfigError
+
+        micro = cfg.train.batch_size // cfg.train.accum_steps
+        raise ConfigError(f"train.accum_steps={cfg.train.accum_steps} would change the CLIP loss of objective "
+                          f"{cfg.objective.name!r} (negatives and BatchNorm statistics from micro-batches of {micro}, "
+                          f"not the batch of {cfg.train.batch_size}): use train.accum_steps=1 (more GPUs or a smaller "
+                          f"train.batch_size)")
+
+
 class EMA:
     """Exponential moving average of the parameters (§4.1: decay 0.9999), foreach-fused."""
 
@@ -206,13 +224,15 @@ class EMA:
             s.copy_(v)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No decay for 1-D tensors, biases and the diffusion head (MAR/DREAM ``add_weight_decay``)."""
+def param_groups(model: nn.Module, weight_decay: float, decay_scalars: bool = True) -> list[dict[str, Any]]:
+    """No decay for 1-D tensors, biases and the diffusion head (MAR/DREAM ``add_weight_decay``). That rule tests
+    ``len(shape) == 1``, so the 0-d CLIP ``logit_scale`` is decayed there (``decay_scalars``, official); the paper
+    recipe keeps it out, as open_clip and StableRep do."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or ".head." in f".{name}":
+        if p.ndim == 1 or (p.ndim == 0 and not decay_scalars) or name.endswith(".bias") or ".head." in f".{name}":
             no_decay.append(p)
         else:
             decay.append(p)
@@ -243,6 +263,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     process (tests use it to simulate a kill right after a checkpoint)."""
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    _check_accum(cfg)
     data = build_train_data(cfg)  # a missing data set fails first
     comps = comps or build(cfg)
     model, device = comps.model, comps.device
@@ -253,7 +274,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     _check_world(cfg, world)
     schedule = registry.schedules.get(cfg.schedule.name)(cfg.schedule)
     fused = device.type == "cuda"
-    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.lr,
+    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay, cfg.train.decay_logit_scale), lr=cfg.lr,
                             betas=(cfg.train.beta1, cfg.train.beta2), fused=fused)
     ema = EMA(model, cfg.train.ema_decay)
     if world > 1:  # per-rank streams for dropout and the diffusion (t, noise) draws (MAR seeds seed + rank)

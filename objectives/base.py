@@ -130,11 +130,14 @@ def generative_loss(backbone: nn.Module, batch: dict[str, Any], enc, mask: Maski
     if not bool(diffusion_rows(mask, gamma).any()):
         return batch["tokens"].new_zeros(())
     b = batch["tokens"].shape[0]
-    if conditional:
+    pad_mask = backbone.cfg.text_pad_mask
+    if conditional:  # a dropped caption takes the null condition and its padding mask (as the sampler's null half)
         t5 = backbone.condition(batch["t5"], batch.get("caption_drop"), batch.get("t5_null"))
-        valid = batch.get("t5_valid") if backbone.cfg.text_pad_mask else None
+        valid = backbone.condition_valid(batch.get("t5_valid"), batch.get("caption_drop"),
+                                         batch.get("t5_null_valid")) if pad_mask else None
     else:
-        t5, valid = backbone.null_condition(batch.get("t5_null"), b), None
+        t5 = backbone.null_condition(batch.get("t5_null"), b)
+        valid = backbone.null_valid(batch.get("t5_null_valid"), b, t5.shape[1]) if pad_mask else None
     text = backbone.align_text(t5, valid)
     z = backbone.decode(enc, text, valid)
     return diffusion_loss(backbone, z, batch["tokens"], mask, gamma)

@@ -31,6 +31,8 @@ class ClipSettings(ObjectiveSettings):
     clip_text_layers: int = 12
     clip_text_heads: int = 8
     clip_text_act: str = paper("gelu", "quick_gelu")  # gelu (official) | quick_gelu ("following StableRep")
+    # official (xavier Linear, N(0,1) token embedding, released code) | open_clip (StableRep's canonical CLIP init)
+    clip_init: str = paper("official", "open_clip")
     logit_scale_init: float = 2.659260036932778  # log(1/0.07)
     logit_scale_max: float = paper(0.0, 4.6052)  # 0 = no clamp (official); StableRep clamps to ln(100)
 
@@ -39,6 +41,7 @@ class ClipSettings(ObjectiveSettings):
         choice("objective.clip_filter", self.clip_filter, ("official", "symmetric"))
         choice("objective.image_proj", self.image_proj, ("mlp", "linear", "none"))
         choice("objective.clip_text_act", self.clip_text_act, ("gelu", "quick_gelu"))
+        choice("objective.clip_init", self.clip_init, ("official", "open_clip"))
         check(0 <= self.phi <= 1, f"objective.phi must be in [0, 1], got {self.phi}")
         check(self.clip_weight >= 0, f"objective.clip_weight must be >= 0, got {self.clip_weight}")
         check(0 <= self.clip_layer <= run.encoder_depth, f"objective.clip_layer must be in [0, {run.encoder_depth}]")

@@ -149,12 +149,14 @@ def generate(comps: Any, prompts: list[str], spec: GenSpec, seed: int = 0, batch
     for i in range(0, len(prompts), batch):
         chunk = prompts[i:i + batch]
         t5, valid = comps.t5.encode(chunk) if conditional else (None, None)
-        if not conditional:
-            t5 = comps.backbone.null_condition(comps.t5_null, len(chunk))
         valid = valid.to(comps.device) if valid is not None and comps.cfg.model.text_pad_mask else None
+        if not conditional:  # the null condition with its own padding mask, as in training
+            t5 = comps.backbone.null_condition(comps.t5_null, len(chunk))
+            if comps.cfg.model.text_pad_mask:
+                valid = comps.backbone.null_valid(comps.t5_null_valid, len(chunk), t5.shape[1])
         res = sample_candidates(comps.backbone, t5.to(comps.device), comps.t5_null, spec.candidates, spec.select_step,
                                 _scorer(comps, spec, chunk, judge), spec.steps, scale if conditional else 1.0,
-                                schedule, temp, g, valid)
+                                schedule, temp, g, valid, comps.t5_null_valid)
         images.append(((comps.tokenizer.decode(res.tokens).float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu())
         scores += res.scores.T.tolist() if res.scores is not None else [[] for _ in chunk]
         chosen += res.chosen.tolist()

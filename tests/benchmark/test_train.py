@@ -189,3 +189,31 @@ def test_ema_snapshots_over_training_are_evaluated_as_task_at_epoch(tmp_path):
 
     assert "top1" in rec["metrics"]["lp@2"] and rec["tasks"]["lp@2"]["version"] == LinearProbe.version
     assert main(["eval", "--run", str(run), "--epoch", "5", "--tasks", "lp"]) == 2  # no such snapshot: one line
+
+
+@pytest.mark.parametrize("recipe", ["official", "paper"])
+def test_logit_scale_weight_decay_follows_the_recipe(recipe):
+    """The released add_weight_decay excludes len(shape) == 1 tensors, so the 0-d CLIP temperature is decayed;
+    the paper recipe (open_clip/StableRep) keeps it out. 1-d tensors and biases are never decayed."""
+    from benchmark.train import build_model, param_groups
+
+    cfg = build_config("dream", recipe=recipe, overrides=small_overrides())
+    model = build_model(cfg)
+    no_decay, decay = param_groups(model, 0.04, cfg.train.decay_logit_scale)
+    ids = {id(p) for p in decay["params"]}
+    assert (id(model.objective.clip.logit_scale) in ids) == (recipe == "official")
+    assert id(model.backbone.encoder_norm.weight) not in ids and id(model.backbone.z_proj.bias) not in ids
+    assert id(model.backbone.encoder_pos) in ids and decay["weight_decay"] == 0.04 and no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("objective", ["dream", "clip"])
+def test_gradient_accumulation_with_a_contrastive_loss_is_refused(objective, capsys, tmp_path):
+    """Micro-batches would change the CLIP loss (its negatives and BatchNorm statistics): one line, exit 2."""
+    from benchmark.cli import main
+
+    over = small_overrides(**{"train.accum_steps": 2, "train.steps": 2})
+    argv = ["run", "--objective", objective, "--tasks", "none", "--out", str(tmp_path)]
+    rc = main([*argv, *(a for k, v in over.items() for a in ("--set", f"{k}={v}"))])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "train.accum_steps=2" in err and "CLIP loss" in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -15,8 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.
 def tiny_backbone(seed: int = 0) -> Backbone:
     cfg = build_config("dream", overrides={"model.width": "32", "model.depth": "2", "model.heads": "2",
                                            "model.buffer_tokens": "2", "model.head_width": "32", "model.head_depth": "1",
-                                           "model.aligner_depth": "1", "model.sample_steps": "4",
-                                           "objective.repa_layer": "1"})
+                                           "model.aligner_depth": "1", "model.sample_steps": "4"})
     torch.manual_seed(seed)
     return Backbone(cfg.model, 64, 48).eval()
 
@@ -86,3 +85,19 @@ def test_unguided_batch_and_determinism():
     b = sample_tokens(bb, t5, null, steps=4, cfg=1.0, generator=torch.Generator().manual_seed(5))
     c = sample_tokens(bb, t5, null, steps=4, cfg=1.0, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_null_half_uses_the_null_captions_padding_mask():
+    """With a padding mask the guided null half attends what a dropped caption attends in training: T5("")'s mask."""
+    from benchmark.models.sampler import init_decoding
+
+    bb = tiny_backbone()
+    g = torch.Generator().manual_seed(3)
+    t5, null = torch.randn(2, 32, 64, generator=g), torch.randn(1, 32, 64, generator=g)
+    valid = torch.arange(32)[None] < torch.tensor([[9], [20]])
+    null_valid = torch.arange(32)[None] < 1
+    with torch.no_grad():
+        state = init_decoding(bb, t5, null, cfg=3.0, generator=g, t5_valid=valid, t5_null_valid=null_valid)
+        assert torch.equal(state.text_valid, torch.cat([valid, null_valid.expand(2, -1)]))
+        ref = bb.align_text(null.expand(2, -1, -1), null_valid.expand(2, -1))
+        assert torch.allclose(state.text[2:], ref, atol=1e-6)
