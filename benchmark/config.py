@@ -121,25 +121,9 @@ class EvalConfig:
     clip_model: str = "ViT-L-14"  # external CLIP for the CLIP score and the reranker (open_clip name; anchors-eval §5.3)
     clip_path: str = ""  # its local weights file; env DREAM_BENCH_CLIP
     sad_bench_prompts: int = 0  # prompts per `bench sample` row; 0 = gen_samples
-    # -- representation tasks: lp, ft, robustness, fewshot, zeroshot (issue 4) --
+    # -- representation tasks: lp, robustness, fewshot, zeroshot (issue 4); ft's own: tasks/ft.py FineTuneSettings --
     lp_aug_scale: float = 0.2  # augmented mode: RandomResizedCrop scale (0.2, 1) + flip (MAGE main_linprobe, Table 22)
     lp_micro_batch: int = 0  # > 0: accumulate micro-batches of this size up to lp_batch (effective 4096, Table 22)
-    ft_epochs: int = 50  # Table 23
-    ft_warmup_epochs: int = 5  # Table 23
-    ft_blr: float = 2.5e-4  # Table 23 "Base learning rate"; lr = blr x batch / 256
-    ft_min_lr: float = 1e-6  # MAE/MAGE main_finetune --min_lr
-    ft_batch: int = 1024  # Table 23
-    ft_micro_batch: int = 0  # > 0: gradient accumulation of micro-batches up to ft_batch
-    ft_weight_decay: float = 0.05  # Table 23
-    ft_beta2: float = 0.999  # Table 23 "Optimizer momentum" (0.9, 0.999)
-    ft_layer_decay: float = 0.75  # Table 23 "Layer-wise LR decay"
-    ft_smoothing: float = 0.1  # Table 23 "Label smoothing"
-    ft_randaug: str = "rand-m9-mstd0.5-inc1"  # Table 23 "RandAug (9, 0.5)" (timm string of MAE/MAGE)
-    ft_mixup: float = 0.8  # Table 23 "Mixup"
-    ft_cutmix: float = 1.0  # Table 23 "CutMix"
-    ft_reprob: float = 0.0  # Table 23 "Random erase"
-    ft_drop_path: float = 0.2  # Table 23 "Drop path"
-    ft_n_train: int = 0  # synthetic only: fine-tuning scenes (0 = n_probe_train)
     robustness_root: str = ""  # IN-A/R/Sketch/Hard, ImageNetV2, ObjectNet folders; env DREAM_BENCH_ROBUSTNESS
     robustness_classifier: str = "ft"  # ft: the fine-tuned model (Table 2) | lp: the linear probe on frozen features
     fewshot_root: str = ""  # one folder per few-shot set (benchmark/data/evalsets.py); env DREAM_BENCH_FEWSHOT
@@ -476,10 +460,7 @@ def validate(cfg: RunConfig) -> None:
     choice("eval.fewshot_classifier", e.fewshot_classifier, ("logreg", "proto"))
     choice("eval.zeroshot_templates", e.zeroshot_templates, ("auto", "openai", "synthetic"))
     check(0 < e.lp_aug_scale <= 1, f"eval.lp_aug_scale must be in (0, 1], got {e.lp_aug_scale}")
-    check(e.lp_micro_batch >= 0 and e.ft_micro_batch >= 0, "eval.lp_micro_batch and eval.ft_micro_batch must be >= 0")
-    check(e.ft_epochs >= 1 and 0 <= e.ft_warmup_epochs <= e.ft_epochs, "eval.ft_epochs >= 1, 0 <= ft_warmup_epochs <= ft_epochs")
-    check(0 < e.ft_layer_decay <= 1, f"eval.ft_layer_decay must be in (0, 1], got {e.ft_layer_decay}")
-    check(0 <= e.ft_drop_path < 1 and 0 <= e.ft_smoothing < 1, "eval.ft_drop_path and eval.ft_smoothing must be in [0, 1)")
+    check(e.lp_micro_batch >= 0, "eval.lp_micro_batch must be >= 0")
     check(e.fewshot_way >= 2 and e.fewshot_shot >= 1 and e.fewshot_query >= 1 and e.fewshot_episodes >= 1,
           "eval.fewshot_way >= 2, fewshot_shot, fewshot_query and fewshot_episodes >= 1")
     check(e.fewshot_C > 0, f"eval.fewshot_C must be > 0, got {e.fewshot_C}")

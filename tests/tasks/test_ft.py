@@ -65,8 +65,8 @@ def test_drop_path_rises_linearly(small):
 def test_ft_short_run_trains_a_copy(small):
     comps, cfg = small
     before = {k: v.clone() for k, v in comps.backbone.state_dict().items()}
-    cfg.eval.ft_epochs, cfg.eval.ft_warmup_epochs, cfg.eval.ft_batch, cfg.eval.ft_n_train = 2, 1, 32, 64
-    cfg.eval.ft_blr = 1e-3
+    ft = cfg.task_settings("ft")
+    ft.epochs, ft.warmup_epochs, ft.batch, ft.n_train, ft.blr = 2, 1, 32, 64, 1e-3
     task = FineTune()
     m = task.run(comps, cfg)
     assert 0 <= m["top1"] <= 100 and m["chance"] == pytest.approx(100 / 48)
