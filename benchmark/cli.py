@@ -104,12 +104,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from benchmark.config import ConfigError, apply, parse_set, validate
 
         over = parse_set(args.set)
-        bad = [k for k in over if not k.startswith("eval.")]
+        bad = [k for k in over if not k.startswith(("eval.", "task."))]
         if bad:
-            raise ConfigError(f"eval --set accepts eval.* keys only (the rest define the trained run): {', '.join(bad)}")
+            raise ConfigError(f"eval --set accepts eval.* and task.* keys only (the rest define the trained run): "
+                              f"{', '.join(bad)}")
         apply(cfg, over)
         validate(cfg)
         rec.data["config"]["eval"] = cfg.to_dict()["eval"]
+    for t in tasks:  # the record keeps the settings each evaluation ran with
+        cfg.task_settings(t)
+    rec.data["config"]["task"] = cfg.to_dict()["task"]
     evaluate(comps, cfg, rec, tasks, suffix="" if args.epoch is None else f"@{args.epoch:g}")
     print_summary(rec)
     return 0

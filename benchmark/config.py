@@ -121,24 +121,12 @@ class EvalConfig:
     clip_model: str = "ViT-L-14"  # external CLIP for the CLIP score and the reranker (open_clip name; anchors-eval §5.3)
     clip_path: str = ""  # its local weights file; env DREAM_BENCH_CLIP
     sad_bench_prompts: int = 0  # prompts per `bench sample` row; 0 = gen_samples
-    # -- representation tasks: lp, robustness, fewshot, zeroshot (issue 4); ft's own: tasks/ft.py FineTuneSettings --
+    # -- representation tasks: lp, robustness, fewshot, zeroshot (issue 4); ft, fewshot, zeroshot own theirs (task.<name>.*) --
     lp_aug_scale: float = 0.2  # augmented mode: RandomResizedCrop scale (0.2, 1) + flip (MAGE main_linprobe, Table 22)
     lp_micro_batch: int = 0  # > 0: accumulate micro-batches of this size up to lp_batch (effective 4096, Table 22)
     robustness_root: str = ""  # IN-A/R/Sketch/Hard, ImageNetV2, ObjectNet folders; env DREAM_BENCH_ROBUSTNESS
     robustness_classifier: str = "ft"  # ft: the fine-tuned model (Table 2) | lp: the linear probe on frozen features
     fewshot_root: str = ""  # one folder per few-shot set (benchmark/data/evalsets.py); env DREAM_BENCH_FEWSHOT
-    fewshot_sets: list[str] = field(default_factory=list)  # empty = all 14 sets of Table 3 (synthetic: 5 labels)
-    fewshot_way: int = 5  # §4.2 "5-way, 5-shot"
-    fewshot_shot: int = 5
-    fewshot_query: int = 15  # queries per class (RFS; lgssl uses 6)
-    fewshot_episodes: int = 2000  # anchors-eval §1.2 (RFS 600, lgssl 5000)
-    fewshot_classifier: str = "logreg"  # logreg (the paper's "simple linear classifier", RFS) | proto (SimpleShot CL2N)
-    fewshot_C: float = 1.0  # sklearn LogisticRegression C (RFS)
-    fewshot_seed: int = 0  # episode sampling
-    fewshot_split_seed: int = 0  # seeded train/test splits of the sets without an official one
-    zeroshot_seeds: int = 3  # Fig. 7: mask seeds per ratio (>= 3)
-    zeroshot_templates: str = "auto"  # auto | openai (the 80 OpenAI ImageNet templates) | synthetic (caption-style)
-    zeroshot_n: int = 0  # images evaluated (0 = all of ImageNet val; synthetic: n_probe_test)
     # -- dense probes: seg, depth (issue 5) --
     dense_mode: str = "full"  # full: the anchor's augmented pipeline (DINOv3) | fast: head on cached un-augmented features
     dense_resolution: int = 0  # px the encoder sees (seg crop/window side, depth short side); 0 = model.image_size
@@ -457,14 +445,8 @@ def validate(cfg: RunConfig) -> None:
     # -- representation tasks (issue 4) --
     choice("eval.lp_mode", e.lp_mode, ("fast", "augmented"))
     choice("eval.robustness_classifier", e.robustness_classifier, ("ft", "lp"))
-    choice("eval.fewshot_classifier", e.fewshot_classifier, ("logreg", "proto"))
-    choice("eval.zeroshot_templates", e.zeroshot_templates, ("auto", "openai", "synthetic"))
     check(0 < e.lp_aug_scale <= 1, f"eval.lp_aug_scale must be in (0, 1], got {e.lp_aug_scale}")
     check(e.lp_micro_batch >= 0, "eval.lp_micro_batch must be >= 0")
-    check(e.fewshot_way >= 2 and e.fewshot_shot >= 1 and e.fewshot_query >= 1 and e.fewshot_episodes >= 1,
-          "eval.fewshot_way >= 2, fewshot_shot, fewshot_query and fewshot_episodes >= 1")
-    check(e.fewshot_C > 0, f"eval.fewshot_C must be > 0, got {e.fewshot_C}")
-    check(e.zeroshot_seeds >= 1 and e.zeroshot_n >= 0, "eval.zeroshot_seeds must be >= 1 and eval.zeroshot_n >= 0")
     # -- dense probes (issue 5) --
     choice("eval.dense_mode", e.dense_mode, ("full", "fast"))
     choice("eval.dense_tokens", e.dense_tokens, ("image", "image+buffer"))

@@ -43,6 +43,7 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
             if missing:  # the run id ignores tasks and eval settings: a completed run only gains tasks
                 comps, _, rec = load_run(run_dir, use_ema=cfg.eval.use_ema)
                 rec.data["config"]["eval"] = cfg.to_dict()["eval"]
+                rec.data["config"]["task"] = cfg.to_dict()["task"]
                 evaluate(comps, cfg, rec, missing)
                 rec.save()
                 print_summary(rec)

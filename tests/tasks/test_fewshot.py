@@ -93,7 +93,7 @@ def test_fewshot_task_on_synthetic(small_model):
     from benchmark.tasks.fewshot import FewShot
 
     comps, cfg = small_model
-    cfg.eval.fewshot_episodes = 50
+    cfg.task_settings("fewshot").episodes = 50
     task = FewShot()
     m = task.run(comps, cfg)
     names = ["syn_class", "syn_shape", "syn_color", "syn_position", "syn_background"]

@@ -79,7 +79,7 @@ def test_ratio_zero_is_the_unmasked_clip_path(small):
 
 def test_zeroshot_task_keys(small):
     comps, cfg = small
-    cfg.eval.zeroshot_seeds = 3
+    cfg.task_settings("zeroshot").seeds = 3
     task = ZeroShot()
     m = task.run(comps, cfg)
     assert set(m) == {f"acc@{r:.1f}" for r in RATIOS} | {f"acc@{r:.1f}_std" for r in RATIOS}
