@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -219,7 +220,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.name": "synthetic", "data.n_train": 9600, "data.n_eval": 1024,
         "data.num_workers": 0,
         # Every task has a synthetic counterpart; the embedded default reports them all (ft: ~3 min, on request).
-        "tasks": "lp,fewshot,zeroshot,robustness,seg,depth,fid,clip_score",
+        "tasks": "lp/synthetic,fewshot/synthetic,zeroshot/synthetic,robustness/synthetic,seg/synthetic,depth/synthetic,"
+                 "fid/synthetic,clip_score/synthetic",
         # MAE's LARS scales each step by 1e-3 x |w|/|g|: the tiny probe's 960 steps (the paper's ~28k) need a larger lr
         "eval.lp_epochs": 60, "eval.lp_blr": 32.0, "eval.lp_batch": 256, "eval.lp_warmup_epochs": 5,
         "eval.robustness_classifier": "lp", "eval.zeroshot_n": 256,
@@ -403,6 +405,7 @@ def validate(cfg: RunConfig) -> None:
     """Range checks with one-line messages. Plugin names are checked by the registries, plugin fields by the
     plugins' ``Settings.validate``."""
     m, t, d, e = cfg.model, cfg.train, cfg.data, cfg.eval
+    validate_fields(cfg)  # first: the checks below divide by model.heads and model.patch_size
 
     def check(ok: bool, msg: str) -> None:
         if not ok:
@@ -473,6 +476,78 @@ def validate(cfg: RunConfig) -> None:
     caps = plugin_class("objective", cfg.objective.name).capabilities
     check(not d.cached or not caps.teacher,
           f"data.cached=true does not store images; objective {cfg.objective.name!r} has a teacher that needs them")
+
+
+# Float fields that may be infinite: train.grad_clip=inf disables clipping (clip_grad_norm_ clamps its coefficient).
+MAY_BE_INF = {"train.grad_clip"}
+
+
+def validate_fields(cfg: RunConfig) -> None:
+    """Train/model/data/generation ranges (issue 14): torch is never the one to complain and no value is silently
+    replaced by a default. Every float must be finite (sigma=inf would zero the masks for a whole run)."""
+    def check(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    sections = [(sec, getattr(cfg, sec)) for sec in SECTIONS if sec != "task"]
+    for sec, obj in [*sections, *((f"task.{k}", v) for k, v in cfg.task.items())]:
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, float) and not math.isfinite(v) and not (f"{sec}.{f.name}" in MAY_BE_INF and v > 0):
+                raise ConfigError(f"{sec}.{f.name}={v} must be a finite number")
+    m, t, d, e = cfg.model, cfg.train, cfg.data, cfg.eval
+    check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    # -- optimizer (AdamW, Tables 18-21) --
+    check(t.blr > 0, f"train.blr must be > 0, got {t.blr}")
+    check(t.lr >= 0, f"train.lr must be >= 0 (0 = derived from train.blr), got {t.lr}")
+    check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1 and train.beta2 must be in [0, 1), got {t.beta1}, {t.beta2}")
+    check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    check(t.grad_clip > 0, f"train.grad_clip must be > 0 (inf disables clipping), got {t.grad_clip}")
+    check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}")
+    check(t.snapshot_every >= 0 and t.threads >= 0, "train.snapshot_every and train.threads must be >= 0")
+    # -- model shape --
+    for key in ("image_size", "patch_size", "width", "heads", "head_depth", "diffusion_steps", "sample_steps",
+                "t5_dim", "text_len"):
+        check(getattr(m, key) >= 1, f"model.{key} must be >= 1, got {getattr(m, key)}")
+    check(m.width % m.heads == 0, f"model.width ({m.width}) must be divisible by model.heads ({m.heads})")
+    check(m.aligner_depth >= 0 and m.head_width >= 0, "model.aligner_depth and model.head_width must be >= 0")
+    check(m.mlp_ratio > 0 and m.vae_scale > 0, "model.mlp_ratio and model.vae_scale must be > 0")
+    check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    grid = m.image_size if m.tokenizer == "pixel" else m.image_size // 8
+    check((m.tokenizer == "pixel" or m.image_size % 8 == 0) and grid % m.patch_size == 0,
+          f"model.image_size={m.image_size} does not split into model.patch_size={m.patch_size} patches"
+          + ("" if m.tokenizer == "pixel" else " of the 8x-downsampled VAE latent"))
+    # -- data --
+    check(d.n_train >= 1 and d.n_eval >= 0, "data.n_train must be >= 1 and data.n_eval >= 0")
+    # -- evaluation and generation --
+    check(e.batch_size >= 1 and e.samples >= 0, "eval.batch_size must be >= 1 and eval.samples >= 0")
+    check(e.lp_epochs >= 1 and e.lp_batch >= 1 and e.lp_blr > 0 and e.lp_warmup_epochs >= 0,
+          "eval.lp_epochs, eval.lp_batch >= 1, eval.lp_blr > 0, eval.lp_warmup_epochs >= 0")
+    check(e.n_probe_train >= 1 and e.n_probe_test >= 1, "eval.n_probe_train and eval.n_probe_test must be >= 1")
+    check(e.cfg >= 0, f"eval.cfg (guidance scale) must be >= 0, got {e.cfg}")
+    check(e.temperature > 0, f"eval.temperature must be > 0, got {e.temperature}")
+    check(e.gen_seed >= 0, f"eval.gen_seed must be >= 0, got {e.gen_seed}")
+
+
+def check_losses_active(cfg: RunConfig, objective_cls: type) -> None:
+    """Refuse a configuration under which one of the objective's losses can never be active (issue 14): the
+    diffusion loss needs a group masked >= gamma (§3.2), the CLIP loss a sample masked <= phi. Built-in objectives
+    only (their ``needs``: ``decoder`` = a gamma-gated diffusion loss, ``clip_text`` = a phi-gated CLIP loss); a
+    third-party objective's losses are its own."""
+    if not objective_cls.__module__.startswith("benchmark.objectives."):
+        return
+    needs = objective_cls.needs
+    o, s = cfg.objective, cfg.schedule
+    top, bottom = (0.0, 0.0) if s.name == "none" else (s.high, s.low)  # the schedule's range of mask ratios
+    if "decoder" in needs and o.diff_weight > 0 and top < o.gamma - 1e-9:
+        raise ConfigError(f"the diffusion loss can never be active: schedule {s.name!r} masks at most {top:g} "
+                          f"< objective.gamma={o.gamma:g}; raise schedule.high or lower objective.gamma")
+    if "clip_text" in needs and o.clip_weight > 0 and bottom > o.phi + 1e-9:
+        raise ConfigError(f"the CLIP loss can never be active: schedule {s.name!r} masks at least {bottom:g} "
+                          f"> objective.phi={o.phi:g}; lower schedule.low or raise objective.phi")
+    if not (("decoder" in needs and o.diff_weight > 0) or ("clip_text" in needs and o.clip_weight > 0)
+            or "teacher" in needs):
+        raise ConfigError(f"objective {o.name!r} has no loss with a weight > 0 (objective.diff_weight, clip_weight)")
 
 
 def build_config(

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from benchmark import registry
-from benchmark.config import RunConfig, from_dict, run_id
-from benchmark.records import RunRecord
+from benchmark.config import RunConfig, check_losses_active, from_dict, run_id
+from benchmark.records import RecordError, RunLock, RunRecord, load_checkpoint
+from benchmark.taskdata import preflight
 from benchmark.train import Components, build, train
 
 
@@ -28,14 +29,29 @@ def plugin_info(cfg: RunConfig) -> dict:
 
 def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_after: int | None = None) -> Path:
     """Train and evaluate the run; returns its directory. Completed runs are not redone (idempotent
-    sweeps) unless ``force``; an interrupted run continues only with ``resume``."""
+    sweeps) unless ``force``; an interrupted run continues only with ``resume``. The run folder is locked
+    for the whole call: a second writer stops with RunLockedError naming this one."""
     for inc in cfg.include:
         registry.include(inc)
-    rid = run_id(cfg)
-    run_dir = Path(cfg.out) / rid
+    check_losses_active(cfg, registry.objectives.get(cfg.objective.name))
+    preflight(cfg, cfg.tasks)  # missing real data fails now, not after training
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        from benchmark.config import ConfigError
+
+        raise ConfigError("train.device=cuda but no CUDA device is visible here; use train.device=auto or cpu")
+    run_dir = Path(cfg.out) / run_id(cfg)
+    with RunLock(run_dir, "run"):
+        return _execute(cfg, run_dir, resume, force, stop_after)
+
+
+def _execute(cfg: RunConfig, run_dir: Path, resume: bool, force: bool, stop_after: int | None) -> Path:
+    rid = run_dir.name
     rec_path = run_dir / "record.json"
     if rec_path.exists() and not force:
-        old = RunRecord.load(rec_path)
+        try:
+            old = RunRecord.load(rec_path)
+        except RecordError as e:
+            raise RecordError(f"{e}; pass --force to start the run over") from None
         if old.data.get("status") == "completed" and not resume:
             missing = [t for t in cfg.tasks if t not in old.data.get("metrics", {})]
             print(f"run {rid} is already completed: {rec_path} (use --force to redo it)"
@@ -48,15 +64,14 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
                 rec.save()
                 print_summary(rec)
             return run_dir
-        if (run_dir / "checkpoint.pt").exists() and not resume:
-            raise RunExistsError(f"run {rid} has a checkpoint in {run_dir}: pass --resume to continue it, "
-                                 f"or --force to start over")
+    if (run_dir / "checkpoint.pt").exists() and not resume and not force:  # with or without a record
+        raise RunExistsError(f"run {rid} has a checkpoint in {run_dir}: pass --resume to continue it, "
+                             f"or --force to start over")
     if force and run_dir.exists():
         for f in ("checkpoint.pt", "ema.pt", "record.json", "samples.png", *(p.name for p in run_dir.glob("ema_e*.pt"))):
             (run_dir / f).unlink(missing_ok=True)
     for t in cfg.tasks:
         registry.tasks.get(t)  # fail on an unknown task before training, not after
-    run_dir.mkdir(parents=True, exist_ok=True)
     rec = RunRecord.create(run_dir, rid, cfg.to_dict(), plugin_info(cfg))
     print(f"run {rid} -> {run_dir}")
     try:
@@ -89,18 +104,21 @@ def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list
     # Right after training the model is still in train mode: BatchNorm in the CLIP projection would use batch
     # statistics (and update its running ones), so results would differ from a reloaded run's.
     comps.model.eval()
-    for name in task_names:
-        variant = name.split("/", 1)[1] if "/" in name else None  # "fid/coco": task fid, variant coco
-        task = registry.tasks.get(name)(variant=variant)
-        reason = task.applies(comps, cfg)
+    for res in preflight(cfg, task_names):  # "fid/coco": task fid, variant coco; "lp" on synthetic: lp/synthetic
+        if res.note:
+            print(res.note)
+        name = res.name
+        task = registry.tasks.get(name)(variant=res.variant)
+        reason = task.applies(comps, res.cfg)
         if reason is not None:  # e.g. fid for CLIP (no decoder): recorded, the other tasks still run
             print(f"{name}: not applicable to objective {cfg.objective.name!r}: {reason}")
             rec.data["tasks"][name + suffix] = {"version": task.version, "status": "not_applicable", "reason": reason}
             rec.save()
             continue
         t0 = time.time()
-        metrics = task.run(comps, cfg)
-        rec.set_task(name + suffix, task.version, metrics, dict(task.higher_is_better), time.time() - t0, task.extra())
+        metrics = task.run(comps, res.cfg)
+        extra = {**task.extra(), "data": "synthetic stand-in" if res.synthetic else "real"}
+        rec.set_task(name + suffix, task.version, metrics, dict(task.higher_is_better), time.time() - t0, extra)
 
 
 def load_run(run_dir: Path, use_ema: bool = True, epoch: float | None = None) -> tuple[Components, RunConfig, RunRecord]:
@@ -116,7 +134,7 @@ def load_run(run_dir: Path, use_ema: bool = True, epoch: float | None = None) ->
         have = sorted(p.name for p in run_dir.glob("ema_e*.pt"))
         hint = f" (snapshots here: {', '.join(have) or 'none; train with --set train.snapshot_every=N'})" if epoch else ""
         raise FileNotFoundError(f"no {path.name} in {run_dir}: the run has not written it{hint}")
-    state = torch.load(path, map_location=comps.device, weights_only=False)["model"]
+    state = load_checkpoint(path, comps.device)["model"]
     comps.model.load_state_dict(state)
     comps.model.eval()
     return comps, cfg, rec

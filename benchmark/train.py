@@ -26,7 +26,7 @@ from benchmark.models.backbone import Backbone
 from benchmark.models.tokenizer import build_tokenizer, token_shape
 from benchmark.objectives.base import Masking
 from benchmark.objectives.schedules import make_mask
-from benchmark.records import RunRecord, atomic_torch_save
+from benchmark.records import RunRecord, atomic_torch_save, load_checkpoint
 
 
 class DreamModel(nn.Module):
@@ -283,7 +283,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     start, curve, train_s = 0, [], 0.0
     ckpt_path = run_dir / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = load_checkpoint(ckpt_path, device)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         ema.load(ck["ema"])
@@ -308,9 +308,12 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     micro_b = b // accum
     params = [p for p in model.parameters() if p.requires_grad]
     window: dict[str, list[torch.Tensor]] = {}
+    if resume and ckpt_path.exists():  # the partial logging window: a resumed curve equals the uninterrupted one
+        window = {k: list(v.to(device).unbind()) for k, v in (ck.get("log_window") or {}).items()}
     t0, images_seen = time.time(), 0
     bar = _progress(total, start)
     done = start
+    sigint = distributed.stop_on_sigint()  # Ctrl-C: checkpoint after this step and return (a second one aborts)
     for step in range(start, total):
         progress = step / total * cfg.train.epochs  # fractional epochs of the (possibly shortened) run
         lr = lr_at(cfg, progress)
@@ -334,7 +337,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
                     out = net(batch, mask, progress)
                 (out["total"] / accum).backward()
             for k, v in out.items():
-                window.setdefault(k, []).append(v.detach().float())
+                window.setdefault(k, []).append(v.detach().float().clone())  # a copy: logit_scale is the live parameter
             window.setdefault("mask_ratio", []).append(mask.masked_fraction.mean())
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         window.setdefault("grad_norm", []).append(grad_norm.detach().float())
@@ -351,8 +354,10 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
             window = {}
             elapsed = train_s + time.time() - t0
             bar.update(done, logs, images_seen / max(time.time() - t0, 1e-9), elapsed)
-            if not math.isfinite(logs["total"]):
-                raise FloatingPointError(f"non-finite loss at step {done}: {logs}")
+            if not all(math.isfinite(v) for v in logs.values()):
+                bar.close()  # the error line starts on its own line
+                raise FloatingPointError(f"non-finite loss at step {done}: "
+                                         + ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "lr"))
         snap = cfg.train.snapshot_every
         if snap > 0 and done < total and distributed.is_main():  # EMA at each multiple of `snap` epochs (Fig. 6)
             k = math.floor(done / total * cfg.train.epochs / snap + 1e-9)
@@ -361,7 +366,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
                                   run_dir / snapshot_name(k * snap))
         stop = distributed.should_stop()  # preemption or time limit: all ranks stop after this step
         if done % cfg.train.ckpt_every == 0 or done == total or stop:
-            save_checkpoint(run_dir, model, opt, ema, done, curve, train_s + time.time() - t0, cfg, device)
+            save_checkpoint(run_dir, model, opt, ema, done, curve, train_s + time.time() - t0, cfg, device, window)
             if record is not None:  # what `status` shows while the run trains
                 record.data["progress"] = {"step": done, "total": total}
                 record.save()
@@ -371,6 +376,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         if stop_after is not None and done - start >= stop_after:
             break
     bar.close()
+    sigint.restore()
     train_s += time.time() - t0
     if record is not None:
         record.data["train"] = {
@@ -394,7 +400,7 @@ def snapshot_name(epoch: float) -> str:
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, opt, ema: EMA, step: int, curve: list, train_s: float,
-                    cfg: RunConfig, device: torch.device) -> None:
+                    cfg: RunConfig, device: torch.device, window: dict[str, list[torch.Tensor]] | None = None) -> None:
     rng_cuda = torch.cuda.get_rng_state() if device.type == "cuda" else None
     rngs = distributed.gather_objects((torch.get_rng_state(), rng_cuda))  # collective: all ranks call this
     if not distributed.is_main():  # only rank 0 writes (the weights are identical on all ranks)
@@ -403,6 +409,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, opt, ema: EMA, step: int, c
         "model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step,
         "loss_curve": curve, "train_s": train_s, "config": cfg.to_dict(), "rng_cpu": torch.get_rng_state(),
         "rng_cuda": rng_cuda, "rng_ranks": rngs if len(rngs) > 1 else None,
+        "log_window": {k: torch.stack(v).cpu() for k, v in (window or {}).items() if v},
     }
     atomic_torch_save({"model": ema.state_dict(model), "step": step, "config": cfg.to_dict()}, run_dir / "ema.pt")
     atomic_torch_save(state, run_dir / "checkpoint.pt")  # written last: it marks the resume point

@@ -50,6 +50,7 @@ class FewShotSettings(TaskSettings):
         check(self.way >= 2 and self.shot >= 1 and self.query >= 1 and self.episodes >= 1,
               "task.fewshot.way >= 2, task.fewshot.shot, query and episodes >= 1")
         check(self.C > 0, f"task.fewshot.C must be > 0, got {self.C}")
+        check(self.seed >= 0 and self.split_seed >= 0, "task.fewshot.seed and task.fewshot.split_seed must be >= 0")
 
 SYNTHETIC_SETS = ("class", "shape", "color", "position", "background")
 

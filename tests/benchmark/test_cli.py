@@ -33,7 +33,7 @@ def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
 def test_missing_weights_error_says_how_to_provide_them(capsys, tmp_path):
     (tmp_path / "00000.tar").write_bytes(b"")  # data present, weights missing
     argv = ["run", "--preset", "L", "--data", "cc12m", "--set", f"data.root={tmp_path}", "--set",
-            "model.vae_path=/no/vae", "--out", str(tmp_path / "runs")]
+            "model.vae_path=/no/vae", "--tasks", "none", "--out", str(tmp_path / "runs")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "/no/vae" in err and len(err.strip().splitlines()) == 1

@@ -62,7 +62,7 @@ def test_rerun_is_idempotent_and_checkpoint_requires_resume(tmp_path):
     more = make_cfg(tmp_path, **{"train.steps": 4, "train.ckpt_every": 2, "tasks": "lp", "eval.lp_epochs": 2})
     assert execute(more) == run
     rec = json.loads((run / "record.json").read_text())
-    assert (run / "checkpoint.pt").stat().st_mtime == mtime and "top1" in rec["metrics"]["lp"]
+    assert (run / "checkpoint.pt").stat().st_mtime == mtime and "top1" in rec["metrics"]["lp/synthetic"]
 
 
 def test_kill_and_resume_through_the_cli(tmp_path):
@@ -161,12 +161,12 @@ def test_tasks_that_do_not_apply_are_recorded_not_fatal(tmp_path):
     run = execute(cfg)
     rec = json.loads((run / "record.json").read_text())
     assert rec["status"] == "completed"
-    assert {t: rec["tasks"][t]["status"] for t in ("fid", "clip_score")} == {"fid": "not_applicable",
-                                                                            "clip_score": "not_applicable"}
+    assert {t: rec["tasks"][t + "/synthetic"]["status"] for t in ("fid", "clip_score")} == {
+        "fid": "not_applicable", "clip_score": "not_applicable"}
     cfg = make_cfg(tmp_path, "mar", **{"train.steps": 2, "tasks": "zeroshot,clip_score"})
     rec = json.loads((execute(cfg) / "record.json").read_text())
-    assert rec["status"] == "completed" and "CLIP text tower" in rec["tasks"]["zeroshot"]["reason"]
-    assert rec["tasks"]["zeroshot"]["status"] == rec["tasks"]["clip_score"]["status"] == "not_applicable"
+    assert rec["status"] == "completed" and "CLIP text tower" in rec["tasks"]["zeroshot/synthetic"]["reason"]
+    assert rec["tasks"]["zeroshot/synthetic"]["status"] == rec["tasks"]["clip_score/synthetic"]["status"] == "not_applicable"
 
 
 def test_ema_snapshots_over_training_are_evaluated_as_task_at_epoch(tmp_path):
@@ -187,7 +187,7 @@ def test_ema_snapshots_over_training_are_evaluated_as_task_at_epoch(tmp_path):
     rec = json.loads((run / "record.json").read_text())
     from benchmark.tasks.lp import LinearProbe
 
-    assert "top1" in rec["metrics"]["lp@2"] and rec["tasks"]["lp@2"]["version"] == LinearProbe.version
+    assert "top1" in rec["metrics"]["lp/synthetic@2"] and rec["tasks"]["lp/synthetic@2"]["version"] == LinearProbe.version
     assert main(["eval", "--run", str(run), "--epoch", "5", "--tasks", "lp"]) == 2  # no such snapshot: one line
 
 
