@@ -138,11 +138,11 @@ def builtin_objectives() -> set[str]:
 
 
 def _reads_objective_name(node: ast.AST) -> bool:
-    """An expression that evaluates to an objective's name: ``cfg.objective.name``, ``objective``, ``obj``,
-    ``spec.get("objective")``, ``rec["objective"]``."""
+    """An expression that may evaluate to an objective's name: ``cfg.objective.name``, ``o.name`` (any ``.name``),
+    ``objective``, ``obj``, ``spec.get("objective")``, ``rec["objective"]``."""
     src = ast.unparse(node)
     if isinstance(node, ast.Attribute):
-        return node.attr == "name" and "objective" in ast.unparse(node.value) or node.attr in ("objective", "obj")
+        return node.attr in ("name", "objective", "obj")
     if isinstance(node, ast.Name):
         return node.id in ("objective", "obj", "objective_name")
     if isinstance(node, (ast.Call, ast.Subscript)):
@@ -198,6 +198,7 @@ def test_the_name_check_catches_a_comparison_and_ignores_other_strings():
     assert name_comparisons('x = comps.objective.name != "mar"\n', names)
     assert name_comparisons('if obj in ("dream", "clip"):\n    pass\n', names)
     assert name_comparisons('ok = spec.get("objective") == "dream"\n', names)
+    assert name_comparisons('check(o.name != "repa", "no teacher")\n', names)
     assert not name_comparisons('if spec.rerank == "clip":\n    pass\n', names)  # SAD's reranker, not an objective
     assert not name_comparisons('if model.objective.capabilities.text_conditioned:\n    pass\n', names)
 
