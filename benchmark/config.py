@@ -509,27 +509,6 @@ def validate_fields(cfg: RunConfig) -> None:
     check(e.gen_seed >= 0, f"eval.gen_seed must be >= 0, got {e.gen_seed}")
 
 
-def check_losses_active(cfg: RunConfig, objective_cls: type) -> None:
-    """Refuse a configuration under which one of the objective's losses can never be active (issue 14): the
-    diffusion loss needs a group masked >= gamma (§3.2), the CLIP loss a sample masked <= phi. Built-in objectives
-    only (their ``needs``: ``decoder`` = a gamma-gated diffusion loss, ``clip_text`` = a phi-gated CLIP loss); a
-    third-party objective's losses are its own."""
-    if not objective_cls.__module__.startswith("benchmark.objectives."):
-        return
-    needs = objective_cls.needs
-    o, s = cfg.objective, cfg.schedule
-    top, bottom = (0.0, 0.0) if s.name == "none" else (s.high, s.low)  # the schedule's range of mask ratios
-    if "decoder" in needs and o.diff_weight > 0 and top < o.gamma - 1e-9:
-        raise ConfigError(f"the diffusion loss can never be active: schedule {s.name!r} masks at most {top:g} "
-                          f"< objective.gamma={o.gamma:g}; raise schedule.high or lower objective.gamma")
-    if "clip_text" in needs and o.clip_weight > 0 and bottom > o.phi + 1e-9:
-        raise ConfigError(f"the CLIP loss can never be active: schedule {s.name!r} masks at least {bottom:g} "
-                          f"> objective.phi={o.phi:g}; lower schedule.low or raise objective.phi")
-    if not (("decoder" in needs and o.diff_weight > 0) or ("clip_text" in needs and o.clip_weight > 0)
-            or "teacher" in needs):
-        raise ConfigError(f"objective {o.name!r} has no loss with a weight > 0 (objective.diff_weight, clip_weight)")
-
-
 def build_config(
     objective: str = "dream",
     schedule: str | None = None,

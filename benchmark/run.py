@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from benchmark import registry
-from benchmark.config import RunConfig, check_losses_active, from_dict, run_id
+from benchmark.config import RunConfig, from_dict, run_id
 from benchmark.records import RecordError, RunLock, RunRecord, load_checkpoint
 from benchmark.taskdata import preflight
 from benchmark.train import Components, build, train
@@ -33,7 +33,6 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
     for the whole call: a second writer stops with RunLockedError naming this one."""
     for inc in cfg.include:
         registry.include(inc)
-    check_losses_active(cfg, registry.objectives.get(cfg.objective.name))
     preflight(cfg, cfg.tasks)  # missing real data fails now, not after training
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         from benchmark.config import ConfigError

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.distributed import all_gather_with_grad
-from benchmark.settings import Settings
+from benchmark.settings import Settings, check
 
 
 @dataclass
@@ -51,6 +51,21 @@ class Capabilities:
 @dataclass
 class ObjectiveSettings(Settings):
     """The fields of an objective without hyperparameters; a plugin subclasses it with its own."""
+
+
+def mask_range(run: Any) -> tuple[float, float]:
+    """(min, max) masking ratio the run's schedule can draw (``none`` masks nothing): the settings' validate()
+    refuses a gated loss that could never be active (a diffusion loss needs a group masked >= gamma, a CLIP loss a
+    sample masked <= phi) instead of training a run whose loss stays 0 and calling it completed (issue 14)."""
+    s = run.schedule
+    return (0.0, 0.0) if s.name == "none" else (float(getattr(s, "low", 0.0)), float(getattr(s, "high", 1.0)))
+
+
+def check_diffusion_active(settings: Any, run: Any) -> None:
+    top = mask_range(run)[1]
+    check(settings.diff_weight == 0 or top >= settings.gamma - 1e-9,
+          f"the diffusion loss can never be active: schedule {run.schedule.name!r} masks at most {top:g} < "
+          f"objective.gamma={settings.gamma:g}; raise schedule.high or lower objective.gamma")
 
 
 class Objective(nn.Module):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmark.models.text import ClipHead
-from benchmark.objectives.base import Capabilities, Objective, ObjectiveSettings, contrastive_loss
+from benchmark.objectives.base import Capabilities, Objective, ObjectiveSettings, contrastive_loss, mask_range
 
 from benchmark.distributed import any_over_ranks
 from benchmark.registry import register_objective
@@ -45,6 +45,12 @@ class ClipSettings(ObjectiveSettings):
         check(0 <= self.phi <= 1, f"objective.phi must be in [0, 1], got {self.phi}")
         check(self.clip_weight >= 0, f"objective.clip_weight must be >= 0, got {self.clip_weight}")
         check(0 <= self.clip_layer <= run.encoder_depth, f"objective.clip_layer must be in [0, {run.encoder_depth}]")
+        low = mask_range(run)[0]
+        check(self.clip_weight == 0 or low <= self.phi + 1e-9,
+              f"the CLIP loss can never be active: schedule {run.schedule.name!r} masks at least {low:g} > "
+              f"objective.phi={self.phi:g}; lower schedule.low or raise objective.phi")
+        if type(self) is ClipSettings:  # CLIP's only loss
+            check(self.clip_weight > 0, "objective.clip_weight must be > 0: it weights CLIP's only loss")
 
 
 @register_objective("clip")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark.objectives.base import Capabilities, generative_loss
+from benchmark.objectives.base import Capabilities, check_diffusion_active, generative_loss
 from benchmark.objectives.clip import CLIP, ClipSettings
 
 from benchmark.registry import register_objective
@@ -26,6 +26,8 @@ class DreamSettings(ClipSettings):
         super().validate(run)
         check(0 <= self.gamma <= 1, f"objective.gamma must be in [0, 1], got {self.gamma}")
         check(self.diff_weight >= 0, f"objective.diff_weight must be >= 0, got {self.diff_weight}")
+        check_diffusion_active(self, run)
+        check(self.clip_weight > 0 or self.diff_weight > 0, "objective.clip_weight and diff_weight are both 0: no loss")
 
 
 @register_objective("dream")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark.objectives.base import Capabilities, Objective, ObjectiveSettings, generative_loss
+from benchmark.objectives.base import Capabilities, Objective, ObjectiveSettings, check_diffusion_active, generative_loss
 
 from benchmark.registry import register_objective
 from benchmark.settings import check
@@ -27,6 +27,9 @@ class DiffusionSettings(ObjectiveSettings):
     def validate(self, run) -> None:
         check(0 <= self.gamma <= 1, f"objective.gamma must be in [0, 1], got {self.gamma}")
         check(self.diff_weight >= 0, f"objective.diff_weight must be >= 0, got {self.diff_weight}")
+        check_diffusion_active(self, run)
+        if type(self) is DiffusionSettings:  # MAR's and FLUID's only loss
+            check(self.diff_weight > 0, "objective.diff_weight must be > 0: it weights the only loss")
 
 
 @register_objective("fluid")

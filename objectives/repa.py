@@ -33,6 +33,7 @@ class RepaSettings(DiffusionSettings):
         choice("objective.repa_teacher", self.repa_teacher, ("dinov2_b", "clip_l", "tiny"))
         check(1 <= self.repa_layer <= run.encoder_depth, f"objective.repa_layer must be in [1, {run.encoder_depth}]")
         check(self.repa_weight >= 0, f"objective.repa_weight must be >= 0, got {self.repa_weight}")
+        check(self.diff_weight > 0 or self.repa_weight > 0, "objective.diff_weight and repa_weight are both 0: no loss")
 
 
 @register_objective("repa")
