@@ -242,7 +242,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from benchmark.cache import cache_features
 
     args.steps = args.out = args.seed = None
-    args.tasks = "none"  # caching evaluates nothing: no task (and no task data) to check
+    args.tasks = "none"  # caching evaluates nothing: the preset's tasks must not be resolved against cc12m
     args.schedule, args.include = None, []
     cfg = config_from_args(args)
     man = cache_features(cfg, batch_size=args.batch, device=args.device)
