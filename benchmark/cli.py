@@ -241,7 +241,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     """Precompute VAE moments (image + flip), T5 features and CLIP ids of the CC12M shards, resumably."""
     from benchmark.cache import cache_features
 
-    args.steps = args.tasks = args.out = args.seed = None
+    args.steps = args.out = args.seed = None
+    args.tasks = "none"  # caching evaluates nothing: no task's data is needed
     args.schedule, args.include = None, []
     cfg = config_from_args(args)
     man = cache_features(cfg, batch_size=args.batch, device=args.device)
