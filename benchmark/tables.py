@@ -189,12 +189,25 @@ class TableSpec:
                   for k, v in sets.items()]
         tasks = o["tasks"]
         if data == "synthetic":
-            from benchmark.slurm.sweeps import synthetic_names
-
             tasks = synthetic_names(tasks)
         parts.append(f"--tasks {','.join(tasks) or 'none'}")
         cmd = " ".join(parts)
         return cmd + " && python -m benchmark bench sample --run <run dir>" if o["sample"] else cmd
+
+
+# Tasks with a synthetic stand-in stored as <task>/synthetic (what a tiny sweep on synthetic data asks for).
+STAND_IN_TASKS = ("lp", "ft", "zeroshot", "robustness", "fewshot", "seg", "depth", "fid", "clip_score")
+
+
+def synthetic_names(tasks: list[str]) -> list[str]:
+    """The synthetic stand-ins of real-data task names: ``lp`` -> ``lp/synthetic``, ``fid/coco`` and
+    ``fid/cc12m`` -> ``fid/synthetic``, ``lp@12`` -> ``lp/synthetic@12``; other tasks keep their names."""
+    out = []
+    for t in tasks:
+        name, at, epoch = t.partition("@")
+        base = name.split("/", 1)[0]
+        out.append(f"{base}/synthetic{at}{epoch}" if base in STAND_IN_TASKS else t)
+    return list(dict.fromkeys(out))
 
 
 def _fmt_value(v: Any) -> str:

@@ -22,8 +22,6 @@ FIG6_SIGMAS = (0.35, 0.45, 0.55)
 FIG6_EPOCHS = (12, 24, 36)  # Fig. 6: evaluations at epochs 12/24/36 of 48 (+ the final one); no FID at 12
 FIG6_TRAIN_EPOCHS = 48
 SWEEPS = (*(f"table{n}" for n in TABLE_NUMBERS), "fig4", "fig6", "fig7", "paper", "mini")
-# Tasks with a synthetic stand-in stored as <task>/synthetic (the naming convention of the reliability issue).
-STAND_IN_TASKS = ("lp", "ft", "zeroshot", "robustness", "fewshot", "seg", "depth", "fid", "clip_score")
 # Mini reproduction on CPU: every row of Tables 2, 4, 5 at one step budget, MINI_SEEDS seeds, LP and fd_ref; the
 # DREAM ablation default also runs `bench sample` for Table 17's K=1 vs K=9 at equal NFE.
 MINI_TABLES = (2, 4, 5)
@@ -92,17 +90,6 @@ def grid(name: str) -> list[Point]:
     raise ConfigError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
 
 
-def synthetic_names(tasks: list[str]) -> list[str]:
-    """The synthetic stand-ins of real-data task names: ``lp`` -> ``lp/synthetic``, ``fid/coco`` and
-    ``fid/cc12m`` -> ``fid/synthetic``, ``lp@12`` -> ``lp/synthetic@12``; other tasks keep their names."""
-    out = []
-    for t in tasks:
-        name, at, epoch = t.partition("@")
-        base = name.split("/", 1)[0]
-        out.append(f"{base}/synthetic{at}{epoch}" if base in STAND_IN_TASKS else t)
-    return list(dict.fromkeys(out))
-
-
 def _resolve_fraction(v: Any, epochs: float) -> Any:
     return round(v[1] * epochs, 6) if isinstance(v, tuple) and v and v[0] == "fraction" else v
 
@@ -112,8 +99,8 @@ def point_config(spec: dict[str, Any], cli: dict[str, Any]):
     seed, sets), which win over the point (a smaller preset or other data marks the table row with †). At
     another preset than the paper's, the row's paper-only settings (REPA's CLIP-L teacher, ...) give way to
     the preset's own; on synthetic data the tasks are the synthetic stand-ins."""
-    from benchmark import registry
     from benchmark.config import PRESETS, build_config
+    from benchmark.tables import synthetic_names
 
     obj = spec["objective"]
     preset = cli.get("preset") or spec["preset"]
@@ -136,13 +123,17 @@ def point_config(spec: dict[str, Any], cli: dict[str, Any]):
         over["out"] = cli["out"]
     if cli.get("seed") is not None:
         over["seed"] = int(cli["seed"])
-    defaults = dict(getattr(registry.objectives.get(obj), "defaults", {}))
-
     deeper: dict[str, Any] = {}
+    from benchmark.config import plugin_class
+
+    # a sweep's --set objective.X reaches the points whose objective has X (MAR has no CLIP head to size)
+    owned = set(plugin_class("objective", obj).Settings.field_names())
+    cli_sets = {k: v for k, v in (cli.get("sets") or {}).items()
+                if not k.startswith("objective.") or k.split(".", 1)[1] in owned}
 
     def build(extra: dict[str, Any]):
         return build_config(obj, spec.get("schedule"), preset, spec["recipe"],
-                            {**over, **extra, **(cli.get("sets") or {}), **deeper, "tasks": ""}, defaults)
+                            {**over, **extra, **cli_sets, **deeper, "tasks": ""})
 
     if preset != spec["preset"] and spec.get("encoder_depth"):
         from benchmark.config import ConfigError
@@ -170,8 +161,10 @@ def _teacher_missing(cfg) -> str | None:
     """A REPA point on synthetic data whose pretrained teacher has no local weights here cannot run (tiny's own
     teacher is a random stand-in; at the paper's scale the weights are the cluster's business)."""
     o = cfg.objective
-    have = o.repa_teacher_path or os.environ.get("DREAM_BENCH_REPA_TEACHER")
-    if cfg.data.name == "synthetic" and o.name == "repa" and o.repa_teacher != "tiny" and not have:
+    if o.name != "repa" or cfg.data.name != "synthetic":
+        return None
+    have = getattr(o, "repa_teacher_path", "") or os.environ.get("DREAM_BENCH_REPA_TEACHER")
+    if getattr(o, "repa_teacher", "tiny") != "tiny" and not have:
         return (f"needs the {o.repa_teacher} teacher's weights (objective.repa_teacher_path or "
                 f"$DREAM_BENCH_REPA_TEACHER)")
     return None
@@ -223,22 +216,17 @@ def plan(name: str, cli: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def sample_rows(cfg) -> tuple[int, list[tuple[int, int, str]] | None]:
-    """(decoding steps S, rows) for a point's `bench sample`: the preset's own S (the paper's 64 at scale), all of
-    Table 6/17's rows; on synthetic data only Table 17's K=1 (S and 2S NFE) and K=9 (2S NFE)."""
-    s = cfg.eval.sample_steps
-    return s, ([(1, s, "self"), (1, 2 * s, "self"), (9, 2 * s, "self")] if cfg.data.name == "synthetic" else None)
-
-
 def run_sample(run_dir: str | Path, cfg) -> None:
-    """`bench sample` on a finished run unless its record already holds the entries (Tables 6, 17; Fig. 4)."""
-    from benchmark.bench_sample import bench_sample, format_rows
+    """`bench sample` on a finished run unless its record already holds the entries (Tables 6, 17; Fig. 4), at the
+    run's own decoding steps S (the paper's 64 at scale); a subprocess, as a user would type it."""
+    import subprocess
+    import sys
 
     rec = json.loads((Path(run_dir) / "record.json").read_text())
     if rec.get("status") != "completed" or any(k.startswith("sad/") for k in rec.get("metrics") or {}):
         return
-    steps, rows = sample_rows(cfg)
-    print(format_rows(bench_sample(str(run_dir), steps=steps, rows=rows)))
+    subprocess.run([sys.executable, "-m", "benchmark", "bench", "sample", "--run", str(run_dir),
+                    "--decode-steps", str(cfg.eval.sample_steps)], check=True)
 
 
 # ---------------------------------------------------------------- cost estimate
@@ -260,21 +248,24 @@ _PARAMS: dict[tuple[str, str], dict[str, float]] = {}
 
 
 def _params(cfg) -> dict[str, float]:
-    key = (cfg.preset, json.dumps(cfg.to_dict()["model"], sort_keys=True))
+    key = (cfg.preset, cfg.recipe, json.dumps(cfg.to_dict()["model"], sort_keys=True))
     if key not in _PARAMS:
         import torch
         from benchmark.models.backbone import Backbone
         from benchmark.models.text import ClipHead
         from benchmark.models.tokenizer import token_shape
 
+        from benchmark.config import build_config
+
         seq_len, token_dim = token_shape(cfg.model)
+        clip_cfg = build_config("clip", None, cfg.preset, cfg.recipe, {"data.name": cfg.data.name}).objective
         with torch.device("meta"):
             bb = Backbone(cfg.model, seq_len, token_dim, with_decoder=True)
-            clip = ClipHead(cfg.objective, cfg.model.width)
+            clip = ClipHead(clip_cfg, cfg.model.width)  # the CLIP towers' size: the preset's CLIP settings
         n = sum(p.numel() for p in bb.parameters())
         head = sum(p.numel() for p in bb.head.parameters())
         _PARAMS[key] = {"trunk": n - head, "head": head, "clip": sum(p.numel() for p in clip.parameters()),
-                        "tokens": seq_len, "buffer": cfg.model.buffer_tokens}
+                        "clip_context": clip_cfg.clip_context, "tokens": seq_len, "buffer": cfg.model.buffer_tokens}
     return _PARAMS[key]
 
 
@@ -282,10 +273,12 @@ def flop_per_image(cfg) -> float:
     """Trained FLOPs per image: 6 N T for the transformer (image + buffer tokens), the diffusion head per token
     and noise copy, the CLIP towers on their tokens (frozen T5 / VAE forward passes not counted)."""
     p = _params(cfg)
-    gen = cfg.objective.name != "clip"
+    from benchmark.config import plugin_class
+
+    can = plugin_class("objective", cfg.objective.name).capabilities
     trunk = 6 * p["trunk"] * (p["tokens"] + p["buffer"])
-    head = 6 * p["head"] * p["tokens"] * cfg.model.diffusion_batch_mul if gen else 0.0
-    clip = 6 * p["clip"] * cfg.objective.clip_context if cfg.objective.name in ("clip", "dream") else 0.0
+    head = 6 * p["head"] * p["tokens"] * cfg.model.diffusion_batch_mul if can.decoder else 0.0
+    clip = 6 * p["clip"] * p["clip_context"] if can.clip_text else 0.0
     return trunk + head + clip
 
 

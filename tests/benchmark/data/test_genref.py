@@ -67,8 +67,9 @@ def test_holdout_keeps_the_reference_pairs_out_of_training(cc12m):
 
 
 def test_genref_builds_the_folders_fid_reads(cc12m, coco, tmp_path, monkeypatch, capsys):
+    from benchmark.tasks import _genref as genref
+
     from benchmark.config import build_config
-    from benchmark.data import genref
     from benchmark.generate import eval_prompts
 
     out = tmp_path / "genref"
