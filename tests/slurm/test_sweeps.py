@@ -200,3 +200,4 @@ def test_orderings_from_hand_made_records(tmp_path):
     assert verdicts["Table 5 LP LP"] == mini.FAILS
     assert verdicts["Table 17 agreement CLIP"] == mini.OPEN  # no bench sample entries
     assert "Paper orderings" in mini.report(tmp_path)
+
