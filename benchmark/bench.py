@@ -98,12 +98,11 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
     over = {"data.name": "cc12m", "train.batch_size": str(batch), **(overrides or {})}
     if preset == "tiny":
         over["data.name"] = "synthetic"
-    cfg = build_config(objective, preset=preset, overrides=over,
-                       objective_defaults=registry.objectives.get(objective).defaults)
+    cfg = build_config(objective, preset=preset, overrides=over)
     dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) or device == "cuda" else "cpu")
     torch.manual_seed(0)
     model: DreamModel = build_model(cfg).to(dev)
-    if hasattr(model.objective, "teacher"):
+    if model.objective.capabilities.teacher:
         raise ValueError("bench train does not load REPA teachers; use objective fluid for its cost")
     opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay, cfg.train.decay_logit_scale), lr=1e-4, betas=(0.9, 0.95),
                             fused=dev.type == "cuda")
@@ -122,7 +121,8 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
             "t5_valid": torch.ones(batch, m.text_len, dtype=torch.bool, device=dev),
             "t5_null": torch.randn(1, m.text_len, m.t5_dim, generator=g).to(dev),
             "caption_drop": (torch.rand(batch, generator=g) < cfg.train.caption_dropout).to(dev),
-            "clip_ids": torch.randint(1, 49407, (batch, cfg.objective.clip_context), generator=g).to(dev),
+            **({"clip_ids": torch.randint(1, 49407, (batch, cfg.objective.clip_context), generator=g).to(dev)}
+               if model.objective.capabilities.clip_text else {}),
         }
 
     batches = [batch_of(i) for i in range(2)]  # made before timing: input generation is not training

@@ -50,7 +50,7 @@ def config_from_args(args: argparse.Namespace):
 
     for inc in args.include:
         registry.include(inc)
-    obj_cls = registry.objectives.get(args.objective)
+    registry.objectives.get(args.objective)
     if args.schedule is not None:
         registry.schedules.get(args.schedule)
     overrides: dict[str, object] = {}
@@ -75,15 +75,12 @@ def config_from_args(args: argparse.Namespace):
     if args.include:
         overrides["include"] = ",".join(args.include)
     overrides.update(parse_set(args.sets))
-    defaults = dict(getattr(obj_cls, "defaults", {}))
-    cfg = build_config(args.objective, args.schedule, args.preset, args.recipe, overrides, defaults)
+    cfg = build_config(args.objective, args.schedule, args.preset, args.recipe, overrides)
     registry.schedules.get(cfg.schedule.name)
     for t in cfg.tasks:
         registry.tasks.get(t)
-    from benchmark.config import check_losses_active
     from benchmark.taskdata import preflight
 
-    check_losses_active(cfg, obj_cls)
     preflight(cfg, cfg.tasks)  # a real-data task without its data fails here, before training
     return cfg
 
@@ -126,9 +123,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for t in tasks:
         registry.tasks.get(t)
     over = parse_set(args.set)  # eval settings only: the other sections define the trained weights
-    bad = [k for k in over if not k.startswith("eval.")]
+    bad = [k for k in over if not k.startswith(("eval.", "task."))]
     if bad:
-        raise ConfigError(f"eval --set accepts eval.* keys only (the rest define the trained run): {', '.join(bad)}")
+        raise ConfigError(f"eval --set accepts eval.* and task.* keys only (the rest define the trained run): "
+                          f"{', '.join(bad)}")
     cfg = from_dict(read_record(run_dir / "record.json")["config"])
     apply(cfg, over)
     validate(cfg)
@@ -141,6 +139,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         comps, _, rec = load_run(run_dir, use_ema=not args.no_ema, epoch=args.epoch)
         if over:
             rec.data["config"]["eval"] = cfg.to_dict()["eval"]
+        for t in tasks:  # the record keeps the settings each evaluation ran with
+            cfg.task_settings(t)
+        rec.data["config"]["task"] = cfg.to_dict()["task"]
         evaluate(comps, cfg, rec, tasks, suffix="" if args.epoch is None else f"@{args.epoch:g}")
     print_summary(rec)
     return 0
@@ -240,7 +241,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     """Precompute VAE moments (image + flip), T5 features and CLIP ids of the CC12M shards, resumably."""
     from benchmark.cache import cache_features
 
-    args.steps = args.tasks = args.out = args.seed = None
+    args.steps = args.out = args.seed = None
+    args.tasks = "none"  # caching evaluates nothing: the preset's tasks must not be resolved against cc12m
     args.schedule, args.include = None, []
     cfg = config_from_args(args)
     man = cache_features(cfg, batch_size=args.batch, device=args.device)
@@ -258,7 +260,7 @@ def count_params(preset: str) -> dict[str, float]:
     from benchmark.models.text import ClipHead
     from benchmark.models.tokenizer import token_shape
 
-    cfg = build_config("dream", preset=preset, objective_defaults={})
+    cfg = build_config("dream", preset=preset)
     seq_len, token_dim = token_shape(cfg.model)
     with torch.device("meta"):
         bb = Backbone(cfg.model, seq_len, token_dim, with_decoder=True)
@@ -288,6 +290,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                 obj = reg.get(name)
                 doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
                 print(f"  {name:<10} {reg.origin(name):<34} {doc[:70]}")
+                if args.verbose:  # the plugin's own settings: `--set <section>.<field>=`
+                    section = f"task.{name}" if kind == "tasks" else kind[:-1]
+                    caps = getattr(obj, "capabilities", None)
+                    if caps is not None:
+                        print(f"      capabilities: {', '.join(k for k, v in vars(caps).items() if v) or 'none'}")
+                    for line in obj.Settings.describe():
+                        print(f"      {section}.{line}")
     if what in (None, "presets"):
         print("presets (parameters on the meta device; backbone = encoder + decoder + text aligner + "
               "diffusion head, without the frozen T5 and the CLIP text tower):")
@@ -428,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="objectives, schedules, tasks, presets (with origins)")
     p_list.add_argument("what", nargs="?", default=None, choices=["objectives", "schedules", "tasks", "presets"],
                         help="what to list (default: everything)")
+    p_list.add_argument("-v", "--verbose", action="store_true", help="each plugin's settings: fields, types, defaults")
     p_list.set_defaults(func=cmd_list)
     p_table = sub.add_parser("table", help="paper table N: ours | paper | delta, from the run records")
     p_table.add_argument("number", type=int, help="the paper's table number, 1-17")

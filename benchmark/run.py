@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from benchmark import registry
-from benchmark.config import RunConfig, check_losses_active, from_dict, run_id
+from benchmark.config import RunConfig, from_dict, run_id
 from benchmark.records import RecordError, RunLock, RunRecord, load_checkpoint
 from benchmark.taskdata import preflight
 from benchmark.train import Components, build, train
@@ -33,7 +33,6 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
     for the whole call: a second writer stops with RunLockedError naming this one."""
     for inc in cfg.include:
         registry.include(inc)
-    check_losses_active(cfg, registry.objectives.get(cfg.objective.name))
     preflight(cfg, cfg.tasks)  # missing real data fails now, not after training
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         from benchmark.config import ConfigError
@@ -59,6 +58,7 @@ def _execute(cfg: RunConfig, run_dir: Path, resume: bool, force: bool, stop_afte
             if missing:  # the run id ignores tasks and eval settings: a completed run only gains tasks
                 comps, _, rec = load_run(run_dir, use_ema=cfg.eval.use_ema)
                 rec.data["config"]["eval"] = cfg.to_dict()["eval"]
+                rec.data["config"]["task"] = cfg.to_dict()["task"]
                 evaluate(comps, cfg, rec, missing)
                 rec.save()
                 print_summary(rec)
@@ -85,7 +85,7 @@ def _execute(cfg: RunConfig, run_dir: Path, resume: bool, force: bool, stop_afte
         if cfg.eval.use_ema:
             comps.model.load_state_dict(comps.ema_state)
         evaluate(comps, cfg, rec, cfg.tasks)
-        if cfg.eval.samples > 0 and hasattr(comps.backbone, "head"):
+        if cfg.eval.samples > 0 and comps.objective.capabilities.decoder:
             t0 = time.time()
             write_sample_grid(comps, cfg, run_dir / "samples.png")
             rec.data["timings"]["samples_s"] = round(time.time() - t0, 2)
@@ -159,9 +159,9 @@ def write_sample_grid(comps: Components, cfg: RunConfig, path: Path, prompts: li
     prompts = prompts or sample_prompts(cfg, cfg.eval.samples)
     comps.model.eval()
     t5, valid = comps.t5.encode(prompts) if comps.t5 is not None else (None, None)
-    conditional = comps.objective.name != "mar"
+    conditional = comps.objective.capabilities.text_conditioned
     valid = valid.to(comps.device) if valid is not None and cfg.model.text_pad_mask else None
-    if not conditional:  # MAR is unconditional: every row gets the null condition, no guidance
+    if not conditional:  # an unconditional decoder (MAR): every row gets the null condition, no guidance
         t5 = comps.backbone.null_condition(comps.t5_null, len(prompts))
         valid = None if valid is None else comps.backbone.null_valid(comps.t5_null_valid, len(prompts), valid.shape[1])
     g = torch.Generator().manual_seed(cfg.seed)

@@ -95,11 +95,11 @@ def sample_candidates(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, 
 def self_scorer(backbone, objective, prompts: list[str]) -> ScoreFn:
     """The model's own alignment (the released ``_clip_scores``): encoder on the partial canvas with the
     current mask, pooled + projected as in the CLIP loss, cosine with the prompt's own CLIP-text embedding."""
-    if not hasattr(objective, "clip"):
-        from benchmark.config import ConfigError
+    if not objective.capabilities.clip_text:
+        from benchmark.settings import ConfigError
 
-        raise ConfigError(f"Semantically Aligned Decoding needs an objective with a CLIP text tower (clip, dream), "
-                         f"not {getattr(objective, 'name', type(objective).__name__)}")
+        raise ConfigError(f"Semantically Aligned Decoding needs an objective with a CLIP text tower "
+                          f"(capabilities.clip_text), not {objective.name}")
     clip, c = objective.clip, objective.cfg
     was_training = clip.training
     clip.eval()  # the projection MLP has BatchNorm: running statistics at inference

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.distributed import all_gather_with_grad
+from benchmark.settings import Settings, check
 
 
 @dataclass
@@ -32,21 +33,71 @@ class Masking:
         return self.mask.float().mean(1)
 
 
-class Objective(nn.Module):
-    """Base class. Subclasses set ``needs`` and ``defaults`` and implement ``losses``.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a trained model can do, declared by its objective and read by the loop, the sampler and the tasks."""
 
-    needs: subset of {"decoder", "t5", "clip_text", "teacher"}: what the loop must build and feed.
-    defaults: config overrides this objective implies (its table in the paper), e.g.
+    decoder: bool = False  # trains the decoder + diffusion head: it can generate (fid, clip_score, sample grid)
+    text_conditioned: bool = False  # the decoder reads captions (CFG applies); False: the null condition only
+    t5: bool = False  # the loop feeds frozen T5 features (captions, or T5("") as the null condition)
+    clip_text: bool = False  # owns a CLIP text tower ``self.clip`` (models.text.ClipHead): zero-shot, SAD
+    teacher: bool = False  # a frozen teacher reads the raw images (so no feature cache)
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return frozenset(k for k in ("decoder", "t5", "clip_text", "teacher") if getattr(self, k))
+
+
+@dataclass
+class ObjectiveSettings(Settings):
+    """The fields of an objective without hyperparameters; a plugin subclasses it with its own."""
+
+
+def mask_range(run: Any) -> tuple[float, float]:
+    """(min, max) masking ratio the run's schedule can draw (``none`` masks nothing): the settings' validate()
+    refuses a gated loss that could never be active (a diffusion loss needs a group masked >= gamma, a CLIP loss a
+    sample masked <= phi) instead of training a run whose loss stays 0 and calling it completed (issue 14)."""
+    s = run.schedule
+    return (0.0, 0.0) if s.name == "none" else (float(getattr(s, "low", 0.0)), float(getattr(s, "high", 1.0)))
+
+
+def check_diffusion_active(settings: Any, run: Any) -> None:
+    top = mask_range(run)[1]
+    check(settings.diff_weight == 0 or top >= settings.gamma - 1e-9,
+          f"the diffusion loss can never be active: schedule {run.schedule.name!r} masks at most {top:g} < "
+          f"objective.gamma={settings.gamma:g}; raise schedule.high or lower objective.gamma")
+
+
+class Objective(nn.Module):
+    """Base class. Subclasses declare ``Settings`` (their fields), ``capabilities``, ``defaults`` and implement
+    ``losses``.
+
+    Settings: a dataclass subclassing ObjectiveSettings; ``--set objective.<field>=`` is checked against it.
+    capabilities: what the model can do (``Capabilities``); ``needs`` (the older spelling, a subset of
+        {"decoder", "t5", "clip_text", "teacher"}) is derived from it, or it from ``needs``.
+    defaults: overrides of the other sections this objective implies (its table in the paper), e.g.
         {"train.weight_decay": 0.04, "schedule.name": "wm"}; users' flags still win.
+    recipes: per recipe, more overrides (e.g. DREAM: {"paper": {"schedule.sigma": 0.55}}).
     """
 
     name: ClassVar[str] = ""
+    Settings: ClassVar[type[ObjectiveSettings]] = ObjectiveSettings
+    capabilities: ClassVar[Capabilities] = Capabilities()
     needs: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {}
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, cfg, backbone: nn.Module) -> None:
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "capabilities" not in cls.__dict__ and "needs" in cls.__dict__:  # a plugin written against `needs`
+            n = cls.__dict__["needs"]
+            cls.capabilities = Capabilities(decoder="decoder" in n, text_conditioned="decoder" in n and "t5" in n,
+                                            t5="t5" in n, clip_text="clip_text" in n, teacher="teacher" in n)
+        cls.needs = cls.capabilities.needs
+
+    def __init__(self, cfg: ObjectiveSettings, backbone: nn.Module) -> None:
         super().__init__()
-        self.cfg = cfg  # the ObjectiveConfig section
+        self.cfg = cfg  # this objective's Settings
 
     def losses(self, batch: dict[str, Any], backbone: nn.Module, mask: Masking,
                progress: float) -> dict[str, torch.Tensor]:

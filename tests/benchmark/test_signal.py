@@ -5,7 +5,6 @@ same probe on the untrained encoder."""
 import pytest
 import torch
 
-from benchmark import registry
 from benchmark.config import build_config
 from benchmark.records import RunRecord
 from benchmark.run import execute, load_run
@@ -22,7 +21,7 @@ def trained(tmp_path_factory):
                               "train.steps": 150, "train.log_every": 15,
                               "train.batch_size": 32, "data.n_train": 4800, "train.ema_decay": 0.9,
                               "eval.samples": 4, "eval.sample_steps": 4, **PROBE})
-    cfg = build_config("dream", "uni", overrides=over, objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream", "uni", overrides=over)
     run_dir = execute(cfg)
     return cfg, run_dir, RunRecord.load(run_dir / "record.json").data
 

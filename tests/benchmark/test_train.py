@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make_cfg(tmp_path, objective="dream", **extra):
-    over = small_overrides(**{"out": str(tmp_path), "tasks": "", **extra})
-    return build_config(objective, overrides=over, objective_defaults=registry.objectives.get(objective).defaults)
+    over = small_overrides(objective, **{"out": str(tmp_path), "tasks": "", **extra})
+    return build_config(objective, overrides=over)
 
 
 def final_state(run_dir):
@@ -197,8 +197,7 @@ def test_logit_scale_weight_decay_follows_the_recipe(recipe):
     the paper recipe (open_clip/StableRep) keeps it out. 1-d tensors and biases are never decayed."""
     from benchmark.train import build_model, param_groups
 
-    cfg = build_config("dream", recipe=recipe, overrides=small_overrides(),
-                       objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream", recipe=recipe, overrides=small_overrides())
     model = build_model(cfg)
     no_decay, decay = param_groups(model, 0.04, cfg.train.decay_logit_scale)
     ids = {id(p) for p in decay["params"]}

@@ -15,8 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.
 def tiny_backbone(seed: int = 0) -> Backbone:
     cfg = build_config("dream", overrides={"model.width": "32", "model.depth": "2", "model.heads": "2",
                                            "model.buffer_tokens": "2", "model.head_width": "32", "model.head_depth": "1",
-                                           "model.aligner_depth": "1", "model.sample_steps": "4",
-                                           "objective.repa_layer": "1"})
+                                           "model.aligner_depth": "1", "model.sample_steps": "4"})
     torch.manual_seed(seed)
     return Backbone(cfg.model, 64, 48).eval()
 
@@ -120,9 +119,9 @@ def memorised():
     images, captions = r["image"].float() / 127.5 - 1, [caption(s) for s in scenes]
     over = {"model.image_size": 16, "model.patch_size": 4, "model.width": 64, "model.depth": 2, "model.heads": 2,
             "model.buffer_tokens": 2, "model.head_width": 64, "model.head_depth": 2, "model.aligner_depth": 1,
-            "model.sample_steps": 20, "objective.repa_layer": 1, "objective.clip_weight": 0.0, "objective.gamma": 0.0,
+            "model.sample_steps": 20, "objective.clip_weight": 0.0, "objective.gamma": 0.0,
             "schedule.name": "uni", "schedule.low": 0.5, "schedule.group_size": 1, "train.caption_dropout": 0.0}
-    cfg = build_config("dream", overrides=over, objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream", overrides=over)
     torch.manual_seed(0)
     comps = build(cfg, torch.device("cpu"))
     raw = {"images": images.repeat(4, 1, 1, 1), "captions": captions * 4}

@@ -125,7 +125,7 @@ def test_dropped_caption_uses_the_null_captions_padding_mask():
     cfg = build_config("dream", overrides={"model.width": "32", "model.depth": "2", "model.heads": "2",
                                            "model.buffer_tokens": "2", "model.head_width": "32", "model.head_depth": "1",
                                            "model.aligner_depth": "1", "model.t5_dim": "64", "model.text_len": "8",
-                                           "model.text_pad_mask": "true", "objective.repa_layer": "1"})
+                                           "model.text_pad_mask": "true"})
     torch.manual_seed(0)
     bb = Backbone(cfg.model, 16, 12)
     for lin in (bb.head.net.final.linear, bb.head.net.final.ada[-1]):  # zero-init: the loss would not depend on z

@@ -112,15 +112,13 @@ def _tree(root: Path) -> dict[str, tuple[int, float]]:
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """Run folders in the states the cases need, made without training (records and files written directly)."""
-    from benchmark import registry
     from benchmark.config import build_config, run_id
     from benchmark.records import RunRecord
     from benchmark.run import plugin_info
 
     root = tmp_path_factory.mktemp("battery")
     out = root / "runs"
-    cfg = build_config("dream", overrides={**small_overrides(**{"train.steps": 1}), "out": str(out)},
-                       objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream", overrides={**small_overrides(**{"train.steps": 1}), "out": str(out)})
 
     def make(name: str) -> Path:
         d = out / name
