@@ -93,7 +93,8 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
                 matmul_n: int = 0) -> dict[str, Any]:
     from benchmark import registry
     from benchmark.config import build_config
-    from benchmark.train import EMA, DreamModel, autocast, build_model, param_groups, sample_masking
+    from benchmark.objectives.base import Batch
+    from benchmark.train import EMA, DreamModel, autocast, build_model, param_groups, sample_masking, train_step
 
     over = {"data.name": "cc12m", "train.batch_size": str(batch), **(overrides or {})}
     if preset == "tiny":
@@ -110,20 +111,20 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
     ema = EMA(model, cfg.train.ema_decay)
     schedule = registry.schedules.get(cfg.schedule.name)(cfg.schedule)
     bb = model.backbone
-    forward = torch.compile(model, dynamic=True) if compile else model  # visible counts vary per step
+    net = torch.compile(model, dynamic=True) if compile else model  # visible counts vary per step
     m = cfg.model
 
-    def batch_of(i: int) -> dict[str, Any]:
+    def batch_of(i: int) -> Batch:
         g = torch.Generator().manual_seed(i)
-        return {
-            "tokens": torch.randn(batch, bb.seq_len, bb.token_dim, generator=g).to(dev),
-            "images": torch.rand(batch, 3, m.image_size, m.image_size, generator=g).to(dev) * 2 - 1,
-            "t5": torch.randn(batch, m.text_len, m.t5_dim, generator=g).to(dev),
-            "t5_valid": torch.ones(batch, m.text_len, dtype=torch.bool, device=dev),
-            "t5_null": torch.randn(1, m.text_len, m.t5_dim, generator=g).to(dev),
-            "caption_drop": (torch.rand(batch, generator=g) < cfg.train.caption_dropout).to(dev),
-            "clip_ids": torch.randint(1, 49407, (batch, cfg.objective.clip_context), generator=g).to(dev),
-        }
+        return Batch(
+            tokens=torch.randn(batch, bb.seq_len, bb.token_dim, generator=g),
+            images=torch.rand(batch, 3, m.image_size, m.image_size, generator=g) * 2 - 1,
+            t5=torch.randn(batch, m.text_len, m.t5_dim, generator=g),
+            t5_valid=torch.ones(batch, m.text_len, dtype=torch.bool),
+            t5_null=torch.randn(1, m.text_len, m.t5_dim, generator=g),
+            caption_drop=torch.rand(batch, generator=g) < cfg.train.caption_dropout,
+            clip_ids=torch.randint(1, 49407, (batch, cfg.objective.clip_context), generator=g),
+        ).to(dev)
 
     batches = [batch_of(i) for i in range(2)]  # made before timing: input generation is not training
     if inputs not in ("cached", "raw"):
@@ -136,32 +137,25 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
             raise ConfigError("--input raw times the VAE encoder: needs model.tokenizer=sd_vae "
                               "(e.g. --set model.tokenizer=sd_vae --set model.image_size=64 --vae tiny)")
         vae_tok, t5 = frozen_encoders(cfg, vae, dev)
-        for i, b in enumerate(batches):
-            b["t5_ids"] = torch.randint(0, t5.config.vocab_size, (batch, m.text_len),
-                                        generator=torch.Generator().manual_seed(i)).to(dev)
+        t5_ids = [torch.randint(0, t5.config.vocab_size, (batch, m.text_len),
+                                generator=torch.Generator().manual_seed(i)).to(dev) for i in range(len(batches))]
 
-    def encode(b: dict[str, Any]) -> None:
+    def encode(i: int) -> None:
         """The uncached loader's per-step work: VAE posterior sample of the images, T5 of the captions."""
+        b = batches[i % 2]
         with torch.no_grad():
-            b["tokens"] = vae_tok.encode(b["images"])
+            b.tokens = vae_tok.encode(b.images)
             with autocast(cfg, dev):
-                b["t5"] = t5(input_ids=b["t5_ids"]).last_hidden_state.float()
+                b.t5 = t5(input_ids=t5_ids[i % 2]).last_hidden_state.float()
 
     def step(i: int, counter: Any = None) -> None:
-        b = batches[i % 2]
         # FLOPs are counted over the matmul/conv/attention work (encoders, forward, backward); the optimizer,
-        # clipping and EMA are elementwise (not counted) and run outside the slow counting mode
+        # clipping and EMA add no counted FLOPs
         with counter or contextlib.nullcontext():
             if raw:
-                encode(b)
+                encode(i)
             mask = sample_masking(cfg, schedule, batch, bb.seq_len, progress, i, 0, dev)
-            with autocast(cfg, dev):
-                out = forward(b, mask, progress)
-            out["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(model)
+            train_step(net, model, opt, ema, [(batches[i % 2], mask)], progress, cfg, dev)
 
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -172,7 +166,7 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
     if raw:
         enc_counter = FlopCounterMode(display=False)
         with enc_counter:
-            encode(batches[1])
+            encode(1)
         frozen = enc_counter.get_total_flops()
         flops -= frozen  # MFU counts the trained model's FLOPs only
     if dev.type == "cuda":

@@ -7,7 +7,7 @@ and the backbone meet: ``losses(batch, backbone, mask, progress) -> {"total": ..
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 import torch
@@ -15,6 +15,42 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.distributed import all_gather_with_grad
+
+
+@dataclass
+class Batch:
+    """One (micro-)batch as the objectives see it, already on the device. ``tokens`` is always there; the
+    rest is filled when the objective ``needs`` it (t5: text-conditioned decoder, clip_ids: CLIP text tower,
+    images: a REPA teacher). Captions stay on the host (``prepare_batch``): strings never enter the step."""
+
+    tokens: torch.Tensor  # [B, L, C] image tokens (VAE latents or pixel patches)
+    images: torch.Tensor | None = None  # [B, 3, H, W] in [-1, 1] (raw-image input only)
+    t5: torch.Tensor | None = None  # [B, T, d_t5] float32 frozen T5 features of the captions
+    t5_valid: torch.Tensor | None = None  # [B, T] bool, False on padding
+    t5_null: torch.Tensor | None = None  # [1, T, d_t5] T5("") (the official CFG null condition)
+    caption_drop: torch.Tensor | None = None  # [B] bool: caption replaced by the null condition (CFG)
+    clip_ids: torch.Tensor | None = None  # [B, 77] CLIP BPE token ids
+
+    def __getitem__(self, key: str) -> torch.Tensor:  # plugins written against the former dict batch
+        value = getattr(self, key, None)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None)
+        return default if value is None else value
+
+    def to(self, device: torch.device) -> Batch:
+        """Every tensor on ``device``: from pinned host memory without blocking when the target is a GPU."""
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None or t.device == device:
+                return t
+            if device.type == "cuda" and t.device.type == "cpu":
+                t = t.pin_memory()
+            return t.to(device, non_blocking=True)
+
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 
 @dataclass
@@ -48,7 +84,7 @@ class Objective(nn.Module):
         super().__init__()
         self.cfg = cfg  # the ObjectiveConfig section
 
-    def losses(self, batch: dict[str, Any], backbone: nn.Module, mask: Masking,
+    def losses(self, batch: Batch, backbone: nn.Module, mask: Masking,
                progress: float) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -86,7 +122,7 @@ def diffusion_loss(backbone: nn.Module, z: torch.Tensor, target: torch.Tensor, m
     return (per_row * w).sum()
 
 
-def generative_loss(backbone: nn.Module, batch: dict[str, Any], enc, mask: Masking, gamma: float,
+def generative_loss(backbone: nn.Module, batch: Batch, enc, mask: Masking, gamma: float,
                     conditional: bool = True) -> torch.Tensor:
     """Text aligner -> decoder -> diffusion loss (Alg. 1 lines 11-13). Skips the decoder entirely when
     no group qualifies (the released loop would produce 0/0 there). ``conditional=False`` (MAR) feeds
