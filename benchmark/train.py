@@ -37,6 +37,8 @@ class DreamModel(nn.Module):
         self.backbone, self.objective = backbone, objective
 
     def forward(self, batch: Batch, mask: Masking, progress: float) -> dict[str, torch.Tensor]:
+        if not mask.planned:  # the loop plans on the host (sample_masking); this fallback reads the mask back
+            mask = self.objective.plan(mask, self.backbone).to(batch.tokens.device)
         return self.objective.losses(batch, self.backbone, mask, progress)
 
 
@@ -141,13 +143,23 @@ def prepare_batch(comps: Components, raw: dict[str, Any], step: int, micro: int 
 
 
 def sample_masking(cfg: RunConfig, schedule, batch: int, seq_len: int, progress: float, step: int,
-                   micro: int, device: torch.device) -> Masking:
+                   micro: int, device: torch.device, rows: slice | None = None, objective=None,
+                   backbone: nn.Module | None = None) -> Masking:
+    """The masks of the micro-batch of ``batch`` rows drawn on the host; ``rows``: only this rank's rows are
+    built (the draws are those of the global micro-batch). With ``objective`` the host plan is made here
+    (``Objective.plan``) and everything crosses to ``device`` once."""
     gen = step_generator(cfg.seed, step, 20 + micro)
     gs = min(cfg.schedule.group_size, batch)
     n_groups = math.ceil(batch / gs)
     ratios = schedule.sample(n_groups, progress, gen)
-    mask, ratio, group = make_mask(ratios, gs, batch, seq_len, gen, device)
-    return Masking(mask, ratio, group, n_groups)
+    mask, ratio, group = make_mask(ratios, gs, batch, seq_len, gen, rows=rows)
+    num_masked = torch.ceil(seq_len * ratios[torch.arange(batch) // gs] - 1e-9).clamp(0, seq_len)
+    masking = Masking(mask, ratio, group, n_groups, global_fraction=num_masked.float() / seq_len)
+    if rows is not None:  # this rank's groups, numbered from 0
+        masking.group, masking.num_groups = group - rows.start // gs, (rows.stop - rows.start) // gs
+    if objective is not None:
+        masking = objective.plan(masking, backbone)
+    return masking.to(device)
 
 
 def _check_world(cfg: RunConfig, world: int) -> None:
@@ -166,16 +178,12 @@ def _check_world(cfg: RunConfig, world: int) -> None:
                           f"{micro // world} (official: one group per GPU batch of 64)")
 
 
-def shard_draws(cfg: RunConfig, batch: Batch, mask: Masking, rows: slice, step: int, micro: int,
-                n: int) -> Masking:
-    """This rank's rows of the masks and caption-dropout draws made for the global micro-batch of ``n``."""
-    gs = min(cfg.schedule.group_size, n)
-    local = rows.stop - rows.start
-    mask = Masking(mask.mask[rows], mask.ratio[rows], mask.group[rows] - rows.start // gs, local // gs)
-    if batch.caption_drop is not None:  # prepare_batch drew them for this rank's rows only: redraw the global ones
+def shard_caption_drop(cfg: RunConfig, batch: Batch, rows: slice, step: int, micro: int, n: int) -> None:
+    """prepare_batch drew this rank's caption dropout from its own rows only: redraw the global micro-batch's
+    draws (n rows) and keep this rank's rows."""
+    if batch.caption_drop is not None:
         drop = torch.rand(n, generator=step_generator(cfg.seed, step, 10 + micro)) < cfg.train.caption_dropout
         batch.caption_drop = Batch(tokens=None, caption_drop=drop[rows]).to(batch.caption_drop.device).caption_drop
-    return mask
 
 
 class EMA:
@@ -272,9 +280,10 @@ def micro_batches(comps: Components, data, schedule, step: int, progress: float)
             lo, hi = (m * (hi - lo) // world, (m + 1) * (hi - lo) // world) if streaming else \
                 (lo + rows.start, lo + rows.stop)
         batch = prepare_batch(comps, {k: v[lo:hi] for k, v in raw.items()}, step, m)
-        mask = sample_masking(cfg, schedule, micro_b, comps.backbone.seq_len, progress, step, m, comps.device)
         if world > 1:
-            mask = shard_draws(cfg, batch, mask, rows, step, m, micro_b)
+            shard_caption_drop(cfg, batch, rows, step, m, micro_b)
+        mask = sample_masking(cfg, schedule, micro_b, comps.backbone.seq_len, progress, step, m, comps.device,
+                              rows if world > 1 else None, comps.objective, comps.backbone)
         out.append((batch, mask))
     return out
 

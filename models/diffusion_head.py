@@ -98,6 +98,13 @@ class DiffusionHead(nn.Module):
         self.train_diffusion = create_diffusion(None, noise_schedule, num_steps)
         self.sample_diffusion = create_diffusion(str(sample_steps), noise_schedule, num_steps)
 
+    def _apply(self, fn, recurse: bool = True):
+        out = super()._apply(fn, recurse)
+        device = next(self.parameters()).device
+        self.train_diffusion.materialize(device)
+        self.sample_diffusion.materialize(device)
+        return out
+
     def forward(self, target: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-row losses [N] (times ``weight`` [N] if given; no reduction: the caller reduces), each row
