@@ -10,6 +10,7 @@ diffusion t and noise), so an interrupted run resumed with ``--resume`` ends bit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -37,8 +38,17 @@ class DreamModel(nn.Module):
         self.backbone, self.objective = backbone, objective
 
     def forward(self, batch: Batch, mask: Masking, progress: float) -> dict[str, torch.Tensor]:
+        """Eager: the plan fallback and the diffusion draws; then the losses (what ``train.compile`` compiles)."""
         if not mask.planned:  # the loop plans on the host (sample_masking); this fallback reads the mask back
             mask = self.objective.plan(mask, self.backbone).to(batch.tokens.device)
+        if mask.diffuse and mask.diff_t is None:  # (t, noise) per diffusion row, from the global RNG as before
+            head, mul = self.backbone.head, self.backbone.cfg.diffusion_batch_mul
+            t, noise = head.draw(mul * mask.diff_index.shape[0], (self.backbone.token_dim,), batch.tokens.device)
+            mask = dataclasses.replace(mask, diff_t=t, diff_noise=noise)  # the caller's mask keeps no draws
+            mark_dynamic(mask)
+        return self.losses(batch, mask, progress)
+
+    def losses(self, batch: Batch, mask: Masking, progress: float) -> dict[str, torch.Tensor]:
         return self.objective.losses(batch, self.backbone, mask, progress)
 
 
@@ -250,10 +260,24 @@ def make_optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> to
                              betas=(cfg.train.beta1, cfg.train.beta2), fused=device.type == "cuda")
 
 
+def compile_model(model: DreamModel, backend: str = "inductor") -> None:
+    """Compile the forward (losses) once: the visible count and the diffusion rows are symbolic sizes from the
+    first step (``mark_dynamic``), so new mask ratios reuse the graph. A step where no group reaches γ (or none
+    is within ϕ, or every row is full) runs other code and is compiled once on its first occurrence."""
+    model.losses = torch.compile(model.losses, backend=backend)
+
+
+def mark_dynamic(mask: Masking) -> None:
+    for t, dim in ((mask.keep, 1), (mask.keep_valid, 1), (mask.diff_index, 0), (mask.diff_weight, 0),
+                   (mask.diff_t, 0), (mask.diff_noise, 0)):
+        if t is not None:
+            torch._dynamo.maybe_mark_dynamic(t, dim)
+
+
 def wrap(model: DreamModel, cfg: RunConfig, device: torch.device) -> nn.Module:
     """The module the step calls: compiled (``train.compile``) and DDP-wrapped under a world size > 1."""
     if cfg.train.compile:
-        model.forward = torch.compile(model.forward)
+        compile_model(model)
     model.train()
     if distributed.world_size() == 1:
         return model
@@ -298,6 +322,7 @@ def train_step(net: nn.Module, model: DreamModel, opt: torch.optim.Optimizer, em
     for m, (batch, mask) in enumerate(micro):
         sync = net.no_sync() if isinstance(net, nn.parallel.DistributedDataParallel) and m < len(micro) - 1 \
             else contextlib.nullcontext()
+        mark_dynamic(mask)
         with sync:
             with autocast(cfg, device):
                 out = net(batch, mask, progress)
@@ -376,7 +401,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         state = resume_from(ckpt_path, model, opt, ema, device)
         print(f"resumed from {ckpt_path} at step {state.step}/{total}")
     net = wrap(model, cfg, device)
-    window, bar = LogWindow(), _progress(total, state.step)
+    window, bar, poll_stop = LogWindow(), _progress(total, state.step), distributed.StopPoll()
     t0, images_seen, start, done = time.time(), 0, state.step, state.step
     for step in range(start, total):
         progress = step / total * cfg.train.epochs  # fractional epochs of the (possibly shortened) run
@@ -395,7 +420,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
             if not math.isfinite(logs["total"]):
                 raise FloatingPointError(f"non-finite loss at step {done}: {logs}")
         maybe_snapshot(cfg, run_dir, model, ema, step, total)
-        stop = distributed.should_stop()  # preemption or time limit: all ranks stop after this step
+        stop = poll_stop()  # preemption or time limit: all ranks stop after the same step
         if done % cfg.train.ckpt_every == 0 or done == total or stop:
             save_checkpoint(run_dir, model, opt, ema, done, state.curve, state.train_s + time.time() - t0, cfg, device)
             if record is not None:  # what `status` shows while the run trains
@@ -407,6 +432,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         if stop_after is not None and done - start >= stop_after:
             break
     bar.close()
+    poll_stop.close()
     state.train_s += time.time() - t0
     if record is not None:
         record_training(record, cfg, data, total, state, images_seen / max(time.time() - t0, 1e-9) if images_seen else 0)

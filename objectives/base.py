@@ -74,6 +74,8 @@ class Masking:
     diff_index: torch.Tensor | None = None  # [N] long: flat b * L + l of the tokens the diffusion loss reads
     diff_weight: torch.Tensor | None = None  # [N] float: 1 / (G · masked tokens of the group · diffusion_batch_mul)
     participate: torch.Tensor | None = None  # [B] bool: masked fraction <= ϕ (samples of the CLIP loss)
+    diff_t: torch.Tensor | None = None  # [mul · N] diffusion steps and noise [mul · N, C] of the diffusion rows,
+    diff_noise: torch.Tensor | None = None  # drawn before the forward (DreamModel); None: the head draws them
     planned: bool = False
     padded: bool = False  # some row has fewer visible tokens than the longest: attention needs a key mask
     any_visible: bool = True  # some sample keeps a visible token
@@ -176,7 +178,8 @@ def diffusion_loss(backbone: nn.Module, z: torch.Tensor, target: torch.Tensor, m
     idx = mask.diff_index
     zr, xr = z.reshape(-1, z.shape[-1])[idx], target.reshape(-1, target.shape[-1])[idx]
     zr, xr, w = zr.repeat(mul, 1), xr.repeat(mul, 1), mask.diff_weight.repeat(mul)
-    per_row = backbone.head(xr.float(), zr, generator=generator)  # z stays in the autocast dtype
+    extra = {} if mask.diff_t is None or generator is not None else {"t": mask.diff_t, "noise": mask.diff_noise}
+    per_row = backbone.head(xr.float(), zr, generator=generator, **extra)  # z stays in the autocast dtype
     return (per_row * w).sum()
 
 
