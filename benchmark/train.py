@@ -268,6 +268,8 @@ def compile_model(model: DreamModel, backend: str = "inductor") -> None:
 
 
 def mark_dynamic(mask: Masking) -> None:
+    if torch.compiler.is_compiling():  # traced as a whole (dynamo.explain): sizes are already symbolic there
+        return
     for t, dim in ((mask.keep, 1), (mask.keep_valid, 1), (mask.diff_index, 0), (mask.diff_weight, 0),
                    (mask.diff_t, 0), (mask.diff_noise, 0)):
         if t is not None:
