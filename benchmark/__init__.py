@@ -2,7 +2,8 @@
 
 Plugin authors import everything from here::
 
-    from benchmark import Objective, register_objective, MaskingSchedule, register_schedule, Task, register_task
+    from benchmark import Objective, ObjectiveSettings, Capabilities, register_objective
+    from benchmark import MaskingSchedule, MaskingSettings, register_schedule, Task, TaskSettings, register_task
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    **dict.fromkeys(("Objective", "Masking", "diffusion_loss", "generative_loss", "contrastive_loss"),
-                    "benchmark.objectives.base"),
-    **dict.fromkeys(("MaskingSchedule", "truncated_normal"), "benchmark.objectives.schedules"),
-    **dict.fromkeys(("Task", "extract_features"), "benchmark.tasks.base"),
+    **dict.fromkeys(("Objective", "ObjectiveSettings", "Capabilities", "Masking", "diffusion_loss", "generative_loss",
+                     "contrastive_loss"), "benchmark.objectives.base"),
+    **dict.fromkeys(("MaskingSchedule", "MaskingSettings", "truncated_normal"), "benchmark.objectives.schedules"),
+    **dict.fromkeys(("Task", "TaskSettings", "extract_features"), "benchmark.tasks.base"),
+    **dict.fromkeys(("Settings", "ConfigError", "paper", "check", "choice"), "benchmark.settings"),
     **dict.fromkeys(("register_objective", "register_schedule", "register_task"), "benchmark.registry"),
     "RunConfig": "benchmark.config",
 }

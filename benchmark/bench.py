@@ -155,12 +155,11 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
     over = {"data.name": "cc12m", "train.batch_size": str(batch), **(overrides or {})}
     if preset == "tiny":
         over["data.name"] = "synthetic"
-    cfg = build_config(objective, preset=preset, overrides=over,
-                       objective_defaults=registry.objectives.get(objective).defaults)
+    cfg = build_config(objective, preset=preset, overrides=over)
     dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) or device == "cuda" else "cpu")
     torch.manual_seed(0)
     model: DreamModel = build_model(cfg).to(dev)
-    if hasattr(model.objective, "teacher"):
+    if model.objective.capabilities.teacher:
         raise ValueError("bench train does not load REPA teachers; use objective fluid for its cost")
     opt, ema = make_optimizer(cfg, model, dev), EMA(model, cfg.train.ema_decay)
     schedule = registry.schedules.get(cfg.schedule.name)(cfg.schedule)
@@ -191,7 +190,8 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
             t5_valid=torch.ones(batch, m.text_len, dtype=torch.bool),
             t5_null=torch.randn(1, m.text_len, m.t5_dim, generator=g),
             caption_drop=torch.rand(batch, generator=g) < cfg.train.caption_dropout,
-            clip_ids=torch.randint(1, 49407, (batch, cfg.objective.clip_context), generator=g),
+            clip_ids=torch.randint(1, 49407, (batch, cfg.objective.clip_context), generator=g)
+            if model.objective.capabilities.clip_text else None,
         ).to(dev)
 
     batches = [batch_of(i) for i in range(2)]  # made before timing: input generation is not training
@@ -224,7 +224,7 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
         train_step(model, model, opt, ema, [(batches[i % 2], masks[i])], progress, cfg, dev)
 
     # what the step costs, measured before compiling: graph breaks of the forward, host syncs of one whole step
-    breaks, reasons = graph_breaks(lambda: model(batches[0], masks[0], progress))
+    breaks, reasons = graph_breaks(model.losses, batches[0], model.prepare(batches[0], masks[0]), progress)
     syncs, sync_ops = count_sync_events(lambda: step(0), dev, opt)
     if compile:
         compile_model(model)

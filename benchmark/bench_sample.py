@@ -43,7 +43,7 @@ def _quality(images: torch.Tensor, prompts: list[str], cfg: Any, ref_folder: Pat
             mu, sigma, _ = reference_stats(ref, net, {"net": f"reference-network:{info['hash']}"}, "clean", size, "cpu")
             fd = frechet(folder_features(Path(tmp), net, "clean", size), mu, sigma)
             return {"fd_ref": fd, "agreement": float(caption_agreement(images, prompts, net).float().mean() * 100)}
-        from benchmark.generate import external_clip
+        from benchmark.tasks._generation import external_clip
 
         net = inception_extractor(e.inception_path, comps.device)
         mu, sigma, _ = reference_stats(ref_folder, net, {"net": "inception-2015-12-05 (clean-fid)"}, e.fid_mode, None,
@@ -59,8 +59,8 @@ def bench_sample(run: str, prompts_n: int = 0, steps: int = 64, rows: list[tuple
                  variant: str | None = None, use_ema: bool = True) -> list[dict[str, Any]]:
     """Measure the rows on the run at ``run`` (EMA weights unless ``use_ema`` is False) and write them into its
     record; returns the rows."""
-    from benchmark.generate import eval_prompts, gen_spec, generate, make_judge
     from benchmark.run import load_run
+    from benchmark.tasks._generation import eval_prompts, gen_spec, generate, make_judge
 
     run_dir = Path(run)
     if not (run_dir / "record.json").exists():

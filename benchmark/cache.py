@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from benchmark.config import ConfigError, RunConfig
+from benchmark.data.cc12m import cache_settings, clip_context  # noqa: F401 (the cache's settings live with its reader)
 
 
 class CacheInterrupted(RuntimeError):
@@ -71,13 +72,6 @@ def _chunks(it: Iterator[dict[str, Any]], n: int) -> Iterator[list[dict[str, Any
             buf = []
     if buf:
         yield buf
-
-
-def cache_settings(cfg: RunConfig) -> dict[str, Any]:
-    """What a cache depends on: a cache made with other values is another cache."""
-    m = cfg.model
-    return {"image_size": m.image_size, "crop": "adm_center_crop", "text_len": m.text_len, "t5_dim": m.t5_dim,
-            "clip_context": cfg.objective.clip_context, "t5_dtype": "float16", "moments_dtype": "float32"}
 
 
 def build_manifest(out: Path, header: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +122,7 @@ def cache_features(cfg: RunConfig, batch_size: int = 64, device: str = "auto", r
     t5 = FrozenT5(m.t5_path, m.text_len, m.text_pad_mask).to(dev)
     if t5.dim != m.t5_dim:
         raise ConfigError(f"model.t5_dim={m.t5_dim} but the T5 at {m.t5_path} has d_model={t5.dim}")
-    clip = ClipTokenizer(cfg.objective.clip_context)
+    clip = ClipTokenizer(clip_context(cfg))
     vae_path = m.vae_path or os.environ.get("DREAM_BENCH_VAE", "")
     t5_path = m.t5_path or os.environ.get("DREAM_BENCH_T5", "")
     header = {"format": "dream-bench feature cache v1", "source_root": str(Path(shards[0]).parent),

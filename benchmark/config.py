@@ -2,8 +2,9 @@
 
 Every constant taken from the paper (arXiv 2603.02667) carries the paper's name in a comment.
 Resolution order (later wins): dataclass defaults (the `official` recipe, i.e. the released training
-scripts) -> objective defaults (Tables 18-21) -> recipe (`official` | `paper`) -> preset (model size)
--> command-line flags -> ``--set section.field=value``.
+scripts; the objective's and schedule's own ``Settings``) -> objective defaults for the other sections
+(Tables 18-21) -> recipe (`official` | `paper`) -> preset (model size) -> command-line flags ->
+``--set section.field=value``. The first three happen in one function, ``apply_plugin_defaults``.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from benchmark.settings import ConfigError, Settings
 
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line that says what is valid."""
+__all__ = ["ConfigError", "RunConfig", "build_config", "from_dict", "run_id", "validate"]
 
 
 @dataclass
@@ -49,50 +51,12 @@ class ModelConfig:
 
 
 @dataclass
-class ObjectiveConfig:
-    name: str = "dream"
-    clip_weight: float = 0.005  # λ, Table 21 "Weight on CLIP loss"
-    diff_weight: float = 1.0
-    gamma: float = 0.5  # γ, Table 21 "Minimum masking for diffusion loss" 50%
-    phi: float = 0.75  # ϕ, Table 21 "Maximum masking for CLIP loss" 75%
-    clip_layer: int = 0  # encoder block whose output feeds the CLIP loss; 0 = last (after norm), Table 16
-    clip_pool: str = "all"  # all | buffer | image (Table 15)
-    clip_filter: str = "official"  # official (asymmetric, released code) | symmetric (DESIGN §3)
-    image_proj: str = "mlp"  # mlp (official post_mlp_stablerep) | linear | none (paper: mean pool only)
-    proj_hidden: int = 1024  # ssl_mlp_dim
-    embed_dim: int = 256  # CLIP embedding size (official 256)
-    clip_context: int = 77  # §3.1: OpenAI CLIP tokenizer, 77 tokens
-    clip_text_width: int = 512
-    clip_text_layers: int = 12
-    clip_text_heads: int = 8
-    clip_text_act: str = "gelu"  # gelu (official) | quick_gelu (StableRep, paper recipe)
-    logit_scale_init: float = 2.659260036932778  # log(1/0.07)
-    logit_scale_max: float = 0.0  # 0 = no clamp (official); StableRep clamps to ln(100)=4.6052
-    repa_weight: float = 0.5  # Table 20 "Weight on REPA loss"
-    repa_layer: int = 8  # official block 8 (DINOv2-B); paper layer 6 (CLIP-L), Tables 7, 8
-    repa_teacher: str = "dinov2_b"  # dinov2_b | clip_l | tiny (random frozen stand-in)
-    repa_teacher_path: str = ""  # local weights file/folder; env DREAM_BENCH_REPA_TEACHER
-    repa_proj_dim: int = 2048
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = "wm"
-    sigma: float = 0.45  # σ: official 0.45 (and ablations); paper main results 0.55 (§3.3)
-    low: float = 0.0  # Table 21 "Masking ratio (min)"
-    high: float = 1.0  # Table 21 "Masking ratio (max)"
-    mean: float = 1.0  # FX centre (§8.1, §9.4.4)
-    warmup_epochs: float = 36.0  # Table 21 "Masking warmup epochs"
-    warmup_start: float = 0.0
-    group_size: int = 64  # samples sharing one ratio: official = per-GPU batch 64; 1 = per sample
-
-
-@dataclass
 class TrainConfig:
     batch_size: int = 2048  # Tables 18-21
     blr: float = 1e-4  # Tables 18-21 "Base learning rate"; lr = blr x batch / 256 (= 8e-4, §4.1)
     lr: float = 0.0  # absolute lr; 0 = derived from blr
     weight_decay: float = 0.02  # Tables 18-20: 0.02; Table 21 (DREAM): 0.04
+    decay_logit_scale: bool = True  # official add_weight_decay decays the 0-d CLIP temperature; paper recipe: excluded
     beta1: float = 0.9  # Tables 18-21 "Momentum"
     beta2: float = 0.95
     warmup_epochs: float = 12.0  # Tables 18-21 "Warmup epochs"
@@ -158,40 +122,12 @@ class EvalConfig:
     clip_model: str = "ViT-L-14"  # external CLIP for the CLIP score and the reranker (open_clip name; anchors-eval §5.3)
     clip_path: str = ""  # its local weights file; env DREAM_BENCH_CLIP
     sad_bench_prompts: int = 0  # prompts per `bench sample` row; 0 = gen_samples
-    # -- representation tasks: lp, ft, robustness, fewshot, zeroshot (issue 4) --
+    # -- representation tasks: lp, robustness, fewshot, zeroshot (issue 4); ft, fewshot, zeroshot own theirs (task.<name>.*) --
     lp_aug_scale: float = 0.2  # augmented mode: RandomResizedCrop scale (0.2, 1) + flip (MAGE main_linprobe, Table 22)
     lp_micro_batch: int = 0  # > 0: accumulate micro-batches of this size up to lp_batch (effective 4096, Table 22)
-    ft_epochs: int = 50  # Table 23
-    ft_warmup_epochs: int = 5  # Table 23
-    ft_blr: float = 2.5e-4  # Table 23 "Base learning rate"; lr = blr x batch / 256
-    ft_min_lr: float = 1e-6  # MAE/MAGE main_finetune --min_lr
-    ft_batch: int = 1024  # Table 23
-    ft_micro_batch: int = 0  # > 0: gradient accumulation of micro-batches up to ft_batch
-    ft_weight_decay: float = 0.05  # Table 23
-    ft_beta2: float = 0.999  # Table 23 "Optimizer momentum" (0.9, 0.999)
-    ft_layer_decay: float = 0.75  # Table 23 "Layer-wise LR decay"
-    ft_smoothing: float = 0.1  # Table 23 "Label smoothing"
-    ft_randaug: str = "rand-m9-mstd0.5-inc1"  # Table 23 "RandAug (9, 0.5)" (timm string of MAE/MAGE)
-    ft_mixup: float = 0.8  # Table 23 "Mixup"
-    ft_cutmix: float = 1.0  # Table 23 "CutMix"
-    ft_reprob: float = 0.0  # Table 23 "Random erase"
-    ft_drop_path: float = 0.2  # Table 23 "Drop path"
-    ft_n_train: int = 0  # synthetic only: fine-tuning scenes (0 = n_probe_train)
     robustness_root: str = ""  # IN-A/R/Sketch/Hard, ImageNetV2, ObjectNet folders; env DREAM_BENCH_ROBUSTNESS
     robustness_classifier: str = "ft"  # ft: the fine-tuned model (Table 2) | lp: the linear probe on frozen features
     fewshot_root: str = ""  # one folder per few-shot set (benchmark/data/evalsets.py); env DREAM_BENCH_FEWSHOT
-    fewshot_sets: list[str] = field(default_factory=list)  # empty = all 14 sets of Table 3 (synthetic: 5 labels)
-    fewshot_way: int = 5  # §4.2 "5-way, 5-shot"
-    fewshot_shot: int = 5
-    fewshot_query: int = 15  # queries per class (RFS; lgssl uses 6)
-    fewshot_episodes: int = 2000  # anchors-eval §1.2 (RFS 600, lgssl 5000)
-    fewshot_classifier: str = "logreg"  # logreg (the paper's "simple linear classifier", RFS) | proto (SimpleShot CL2N)
-    fewshot_C: float = 1.0  # sklearn LogisticRegression C (RFS)
-    fewshot_seed: int = 0  # episode sampling
-    fewshot_split_seed: int = 0  # seeded train/test splits of the sets without an official one
-    zeroshot_seeds: int = 3  # Fig. 7: mask seeds per ratio (>= 3)
-    zeroshot_templates: str = "auto"  # auto | openai (the 80 OpenAI ImageNet templates) | synthetic (caption-style)
-    zeroshot_n: int = 0  # images evaluated (0 = all of ImageNet val; synthetic: n_probe_test)
     # -- dense probes: seg, depth (issue 5) --
     dense_mode: str = "full"  # full: the anchor's augmented pipeline (DINOv3) | fast: head on cached un-augmented features
     dense_resolution: int = 0  # px the encoder sees (seg crop/window side, depth short side); 0 = model.image_size
@@ -226,14 +162,24 @@ class RunConfig:
     include: list[str] = field(default_factory=list)
     out: str = "results/runs"
     model: ModelConfig = field(default_factory=ModelConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # The selected plugins' own settings dataclasses (``Objective.Settings``, ``MaskingSchedule.Settings``).
+    objective: Settings = field(default_factory=lambda: plugin_settings("objective", "dream"))
+    schedule: Settings = field(default_factory=lambda: plugin_settings("schedule", "wm"))
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Each task's own settings (``Task.Settings``), keyed by task name; filled for the run's tasks and on demand.
+    task: dict[str, Settings] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def task_settings(self, name: str) -> Settings:
+        """The settings of task ``name`` (a variant ``fid/coco`` or snapshot ``lp@12`` -> ``fid``, ``lp``)."""
+        name = name.split("/", 1)[0].split("@", 1)[0]
+        if name not in self.task:
+            self.task[name] = plugin_settings("task", name)
+        return self.task[name]
 
     @property
     def lr(self) -> float:
@@ -245,7 +191,8 @@ class RunConfig:
         return self.model.depth // 2
 
 
-SECTIONS = ("model", "objective", "schedule", "train", "data", "eval")
+SECTIONS = ("model", "objective", "schedule", "train", "data", "eval", "task")
+PLUGIN_SECTIONS = ("objective", "schedule")  # sections whose fields are those of the selected plugin
 TOP_LEVEL = ("preset", "recipe", "seed", "tasks", "include", "out")
 
 # Model sizes (§9.3; heads and G's MLP width as in the released constructors).
@@ -273,7 +220,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.name": "synthetic", "data.n_train": 9600, "data.n_eval": 1024,
         "data.num_workers": 0,
         # Every task has a synthetic counterpart; the embedded default reports them all (ft: ~3 min, on request).
-        "tasks": "lp,fewshot,zeroshot,robustness,seg,depth,fid,clip_score",
+        "tasks": "lp/synthetic,fewshot/synthetic,zeroshot/synthetic,robustness/synthetic,seg/synthetic,depth/synthetic,"
+                 "fid/synthetic,clip_score/synthetic",
         # MAE's LARS scales each step by 1e-3 x |w|/|g|: the tiny probe's 960 steps (the paper's ~28k) need a larger lr
         "eval.lp_epochs": 60, "eval.lp_blr": 32.0, "eval.lp_batch": 256, "eval.lp_warmup_epochs": 5,
         "eval.robustness_classifier": "lp", "eval.zeroshot_n": 256,
@@ -289,31 +237,60 @@ PAPER_PARAMS = {"L": 570e6, "H": 1.1e9, "G": 2.4e9}
 PAPER_ENCODER_PARAMS = {"G": 921e6}
 
 RECIPES = ("official", "paper")
-
-
-def recipe_overrides(recipe: str, objective: str) -> dict[str, Any]:
-    """Where the paper text and the released code differ (anchors-models.md §3.13)."""
-    if recipe == "official":
-        return {}
-    if recipe != "paper":
-        raise ConfigError(f"unknown recipe {recipe!r}; valid choices: {', '.join(RECIPES)}")
-    over: dict[str, Any] = {
+# Where the paper text and the released code differ (anchors-models.md §3.13), in the sections the package owns.
+# The plugins' fields carry their own paper values (``benchmark.settings.paper``); an objective may add more
+# (``Objective.recipes``, e.g. DREAM's sigma 0.55).
+RECIPE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "official": {},
+    "paper": {
         "train.epochs": 49,  # §4.1
         "model.head_depth": 6,  # §3.1 "six-layer MLP diffusion head"
         "model.head_width": 0,  # "matches the transformer's embedding dimension"
         "model.t5_dim": 4096,  # T5-XXL
         "model.null_text": "learned",  # §9.5.2 "null token"
-        "objective.image_proj": "none",  # mean-pooled features, no projection mentioned
-        "objective.clip_text_act": "quick_gelu",  # "following StableRep"
-        "objective.logit_scale_max": 4.6052,
-        "objective.clip_filter": "symmetric",
-        "objective.repa_teacher": "clip_l",  # §4.3: CLIP-L at layer 6
-        "objective.repa_layer": 6,
-        "schedule.group_size": 1,  # "samples that have > 50% masked"
-    }
-    if objective == "dream":
-        over["schedule.sigma"] = 0.55  # §3.3 main results
+        "train.decay_logit_scale": False,  # open_clip/StableRep exclude the temperature from weight decay
+    },
+}
+
+
+def plugin_class(kind: str, name: str) -> Any:
+    """The registered objective / schedule / task class called ``name`` (``UnknownPluginError`` otherwise)."""
+    from benchmark import registry
+
+    return {"objective": registry.objectives, "schedule": registry.schedules, "task": registry.tasks}[kind].get(name)
+
+
+def plugin_settings(kind: str, name: str) -> Settings:
+    """A default instance of the settings dataclass the plugin declares (its ``Settings``)."""
+    return plugin_class(kind, name).Settings(name=name)
+
+
+def recipe_overrides(recipe: str, objective: str, schedule: str | None = None) -> dict[str, Any]:
+    """Every field ``recipe`` changes for this objective and schedule (the schedule: the objective's default)."""
+    if recipe not in RECIPE_OVERRIDES:
+        raise ConfigError(f"unknown recipe {recipe!r}; valid choices: {', '.join(RECIPES)}")
+    obj = plugin_class("objective", objective)
+    sched = plugin_class("schedule", schedule or obj.defaults.get("schedule.name", "wm"))
+    over = dict(RECIPE_OVERRIDES[recipe])
+    if recipe == "paper":
+        over.update({f"objective.{k}": v for k, v in obj.Settings.paper_values().items()})
+        over.update({f"schedule.{k}": v for k, v in sched.Settings.paper_values().items()})
+    over.update(obj.recipes.get(recipe, {}))
     return over
+
+
+def apply_plugin_defaults(cfg: RunConfig, objective: str, schedule: str | None, recipe: str) -> None:
+    """THE one place where plugin defaults and recipes are applied: the objective's settings dataclass, its
+    defaults for the other sections (its table in the paper: weight decay, schedule and its parameters), then
+    the recipe (``paper``: every field's paper value). A schedule field the selected schedule lacks is skipped."""
+    obj = plugin_class("objective", objective)
+    cfg.objective = obj.Settings(name=objective)
+    defaults = dict(obj.defaults)
+    schedule = schedule or defaults.pop("schedule.name", "wm")
+    defaults.pop("schedule.name", None)
+    cfg.schedule = plugin_settings("schedule", schedule)
+    apply(cfg, defaults, lenient=True)
+    apply(cfg, recipe_overrides(recipe, objective, schedule), lenient=True)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -344,25 +321,64 @@ def _convert(value: str, typ: Any, key: str) -> Any:
     raise ConfigError(f"{key}={value!r}: expected a value of type {getattr(typ, '__name__', typ)}")
 
 
-def set_value(cfg: RunConfig, key: str, value: Any) -> None:
-    """Set ``section.field`` (or a top-level field) from a string or a typed value."""
+def _task_alias(name: str) -> tuple[str, str] | None:
+    """``eval.ft_epochs`` (the spelling before tasks owned their settings) -> ``("ft", "epochs")``."""
+    from benchmark import registry
+
+    for task in registry.tasks.names():
+        s = registry.tasks.get(task).Settings
+        prefix = getattr(s, "prefix", "")
+        if prefix and name.startswith(prefix) and name[len(prefix):] in s.field_names():
+            return task, name[len(prefix):]
+    return None
+
+
+def _switch_plugin(cfg: RunConfig, section: str, name: str) -> None:
+    """``schedule.name=uni``: the new plugin's settings, keeping the values of the fields both have."""
+    old = getattr(cfg, section)
+    new = plugin_settings(section, name)
+    for f in fields(new):
+        if f.name != "name" and hasattr(old, f.name):
+            setattr(new, f.name, getattr(old, f.name))
+    setattr(cfg, section, new)
+
+
+def set_value(cfg: RunConfig, key: str, value: Any, lenient: bool = False) -> None:
+    """Set ``section.field``, ``task.<task>.field`` or a top-level field from a string or a typed value.
+    ``lenient``: a plugin field the selected plugin lacks is skipped (presets, objective defaults, recipes)."""
     parts = key.split(".")
+    owner = ""
     if len(parts) == 1:
         target, name = cfg, parts[0]
         valid = list(TOP_LEVEL)
-    elif len(parts) == 2 and parts[0] in SECTIONS:
+    elif len(parts) == 3 and parts[0] == "task":
+        target, name = cfg.task_settings(parts[1]), parts[2]
+        owner = f" fields of task {parts[1]!r}"
+        valid = [f"task.{parts[1]}.{v}" for v in target.field_names()]
+    elif len(parts) == 2 and parts[0] in SECTIONS and parts[0] != "task":
         target, name = getattr(cfg, parts[0]), parts[1]
-        valid = [f.name for f in fields(target)]
+        if parts[0] == "eval" and name not in _field_types(EvalConfig):
+            alias = _task_alias(name)
+            if alias is not None:  # the old spelling eval.<prefix><field> of a task's setting
+                return set_value(cfg, f"task.{alias[0]}.{alias[1]}", value, lenient)
+        if parts[0] in PLUGIN_SECTIONS:
+            if name == "name":
+                return _switch_plugin(cfg, parts[0], str(value))
+            owner = f" fields of {parts[0]} {target.name!r}"
+            valid = [f"{parts[0]}.{v}" for v in target.field_names()]
+        else:
+            valid = [f"{parts[0]}.{f.name}" for f in fields(target)]
     else:
         close = difflib.get_close_matches(parts[0], SECTIONS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint}; sections: {', '.join(SECTIONS)}")
+        raise ConfigError(f"unknown config key {key!r}{hint}; sections: {', '.join(SECTIONS)} (task.<task>.<field>)")
     types = _field_types(type(target))
-    if name not in types or (target is cfg and name not in TOP_LEVEL):
-        close = difflib.get_close_matches(name, valid, n=3)
+    if name not in types or (target is cfg and name not in TOP_LEVEL) or (owner and name == "name"):
+        if lenient and owner:
+            return
+        close = difflib.get_close_matches(name, [v.rsplit(".", 1)[-1] for v in valid], n=3)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        section = parts[0] + "." if len(parts) == 2 else ""
-        raise ConfigError(f"unknown config key {key!r}.{hint} Valid: {', '.join(section + v for v in valid)}")
+        raise ConfigError(f"unknown config key {key!r}.{hint} Valid{owner}: {', '.join(valid) or 'none (it has no settings)'}")
     if isinstance(value, str):
         value = _convert(value, types[name], key)
     elif types[name] is float and isinstance(value, int):
@@ -370,9 +386,9 @@ def set_value(cfg: RunConfig, key: str, value: Any) -> None:
     setattr(target, name, value)
 
 
-def apply(cfg: RunConfig, overrides: dict[str, Any]) -> None:
+def apply(cfg: RunConfig, overrides: dict[str, Any], lenient: bool = False) -> None:
     for key, value in overrides.items():
-        set_value(cfg, key, value)
+        set_value(cfg, key, value, lenient)
 
 
 def parse_set(items: list[str]) -> dict[str, str]:
@@ -386,8 +402,10 @@ def parse_set(items: list[str]) -> dict[str, str]:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Range checks with one-line messages. Plugin names are checked by the registries."""
-    m, o, s, t, d, e = cfg.model, cfg.objective, cfg.schedule, cfg.train, cfg.data, cfg.eval
+    """Range checks with one-line messages. Plugin names are checked by the registries, plugin fields by the
+    plugins' ``Settings.validate``."""
+    m, t, d, e = cfg.model, cfg.train, cfg.data, cfg.eval
+    validate_fields(cfg)  # first: the checks below divide by model.heads and model.patch_size
 
     def check(ok: bool, msg: str) -> None:
         if not ok:
@@ -401,11 +419,6 @@ def validate(cfg: RunConfig) -> None:
     choice("model.tokenizer", m.tokenizer, ("sd_vae", "pixel"))
     choice("model.noise_schedule", m.noise_schedule, ("cosine", "linear"))
     choice("model.null_text", m.null_text, ("empty_caption", "learned"))
-    choice("objective.clip_pool", o.clip_pool, ("all", "buffer", "image"))
-    choice("objective.clip_filter", o.clip_filter, ("official", "symmetric"))
-    choice("objective.image_proj", o.image_proj, ("mlp", "linear", "none"))
-    choice("objective.clip_text_act", o.clip_text_act, ("gelu", "quick_gelu"))
-    choice("objective.repa_teacher", o.repa_teacher, ("dinov2_b", "clip_l", "tiny"))
     choice("train.amp", t.amp, ("bf16", "fp32"))
     choice("train.device", t.device, ("auto", "cpu", "cuda"))
     choice("data.name", d.name, ("cc12m", "synthetic"))
@@ -416,15 +429,6 @@ def validate(cfg: RunConfig) -> None:
     check(m.image_size % m.patch_size == 0, "model.image_size must be divisible by model.patch_size")
     check(m.buffer_tokens >= 0, f"model.buffer_tokens must be >= 0, got {m.buffer_tokens}")
     check(m.diffusion_batch_mul >= 1, "model.diffusion_batch_mul must be >= 1")
-    check(0 <= o.gamma <= 1, f"objective.gamma must be in [0, 1], got {o.gamma}")
-    check(0 <= o.phi <= 1, f"objective.phi must be in [0, 1], got {o.phi}")
-    check(o.clip_weight >= 0 and o.diff_weight >= 0, "loss weights must be >= 0")
-    check(0 <= o.clip_layer <= cfg.encoder_depth, f"objective.clip_layer must be in [0, {cfg.encoder_depth}]")
-    check(1 <= o.repa_layer <= cfg.encoder_depth, f"objective.repa_layer must be in [1, {cfg.encoder_depth}]")
-    check(s.sigma > 0, f"schedule.sigma must be > 0, got {s.sigma}")
-    check(0 <= s.low < s.high <= 1, f"schedule bounds need 0 <= low < high <= 1, got [{s.low}, {s.high}]")
-    check(s.warmup_epochs >= 0 and s.warmup_start >= 0, "schedule warmup epochs must be >= 0")
-    check(s.group_size >= 1, f"schedule.group_size must be >= 1, got {s.group_size}")
     check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     check(t.steps >= 0, f"--steps must be a positive integer, got {t.steps}")
     check(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
@@ -444,17 +448,8 @@ def validate(cfg: RunConfig) -> None:
     # -- representation tasks (issue 4) --
     choice("eval.lp_mode", e.lp_mode, ("fast", "augmented"))
     choice("eval.robustness_classifier", e.robustness_classifier, ("ft", "lp"))
-    choice("eval.fewshot_classifier", e.fewshot_classifier, ("logreg", "proto"))
-    choice("eval.zeroshot_templates", e.zeroshot_templates, ("auto", "openai", "synthetic"))
     check(0 < e.lp_aug_scale <= 1, f"eval.lp_aug_scale must be in (0, 1], got {e.lp_aug_scale}")
-    check(e.lp_micro_batch >= 0 and e.ft_micro_batch >= 0, "eval.lp_micro_batch and eval.ft_micro_batch must be >= 0")
-    check(e.ft_epochs >= 1 and 0 <= e.ft_warmup_epochs <= e.ft_epochs, "eval.ft_epochs >= 1, 0 <= ft_warmup_epochs <= ft_epochs")
-    check(0 < e.ft_layer_decay <= 1, f"eval.ft_layer_decay must be in (0, 1], got {e.ft_layer_decay}")
-    check(0 <= e.ft_drop_path < 1 and 0 <= e.ft_smoothing < 1, "eval.ft_drop_path and eval.ft_smoothing must be in [0, 1)")
-    check(e.fewshot_way >= 2 and e.fewshot_shot >= 1 and e.fewshot_query >= 1 and e.fewshot_episodes >= 1,
-          "eval.fewshot_way >= 2, fewshot_shot, fewshot_query and fewshot_episodes >= 1")
-    check(e.fewshot_C > 0, f"eval.fewshot_C must be > 0, got {e.fewshot_C}")
-    check(e.zeroshot_seeds >= 1 and e.zeroshot_n >= 0, "eval.zeroshot_seeds must be >= 1 and eval.zeroshot_n >= 0")
+    check(e.lp_micro_batch >= 0, "eval.lp_micro_batch must be >= 0")
     # -- dense probes (issue 5) --
     choice("eval.dense_mode", e.dense_mode, ("full", "fast"))
     choice("eval.dense_tokens", e.dense_tokens, ("image", "image+buffer"))
@@ -475,7 +470,63 @@ def validate(cfg: RunConfig) -> None:
     check(not d.cached or d.name == "cc12m", "data.cached=true needs data.name=cc12m (the synthetic data is in memory)")
     check(not d.cached or m.tokenizer == "sd_vae",
           "data.cached=true needs model.tokenizer=sd_vae: the cache holds VAE latents")
-    check(not d.cached or o.name != "repa", "data.cached=true does not store images; REPA's teacher needs them")
+    # -- the plugins check their own fields (their Settings.validate); capabilities are the objective's --
+    for plugin in (cfg.objective, cfg.schedule, *cfg.task.values()):
+        plugin.validate(cfg)
+    caps = plugin_class("objective", cfg.objective.name).capabilities
+    check(not d.cached or not caps.teacher,
+          f"data.cached=true does not store images; objective {cfg.objective.name!r} has a teacher that needs them")
+
+
+# Float fields that may be infinite: train.grad_clip=inf disables clipping (clip_grad_norm_ clamps its coefficient).
+MAY_BE_INF = {"train.grad_clip"}
+
+
+def validate_fields(cfg: RunConfig) -> None:
+    """Train/model/data/generation ranges (issue 14): torch is never the one to complain and no value is silently
+    replaced by a default. Every float must be finite (sigma=inf would zero the masks for a whole run)."""
+    def check(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    sections = [(sec, getattr(cfg, sec)) for sec in SECTIONS if sec != "task"]
+    for sec, obj in [*sections, *((f"task.{k}", v) for k, v in cfg.task.items())]:
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, float) and not math.isfinite(v) and not (f"{sec}.{f.name}" in MAY_BE_INF and v > 0):
+                raise ConfigError(f"{sec}.{f.name}={v} must be a finite number")
+    m, t, d, e = cfg.model, cfg.train, cfg.data, cfg.eval
+    check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    # -- optimizer (AdamW, Tables 18-21) --
+    check(t.blr > 0, f"train.blr must be > 0, got {t.blr}")
+    check(t.lr >= 0, f"train.lr must be >= 0 (0 = derived from train.blr), got {t.lr}")
+    check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1 and train.beta2 must be in [0, 1), got {t.beta1}, {t.beta2}")
+    check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    check(t.grad_clip > 0, f"train.grad_clip must be > 0 (inf disables clipping), got {t.grad_clip}")
+    check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}")
+    check(t.snapshot_every >= 0 and t.threads >= 0, "train.snapshot_every and train.threads must be >= 0")
+    # -- model shape --
+    for key in ("image_size", "patch_size", "width", "heads", "head_depth", "diffusion_steps", "sample_steps",
+                "t5_dim", "text_len"):
+        check(getattr(m, key) >= 1, f"model.{key} must be >= 1, got {getattr(m, key)}")
+    check(m.width % m.heads == 0, f"model.width ({m.width}) must be divisible by model.heads ({m.heads})")
+    check(m.aligner_depth >= 0 and m.head_width >= 0, "model.aligner_depth and model.head_width must be >= 0")
+    check(m.mlp_ratio > 0 and m.vae_scale > 0, "model.mlp_ratio and model.vae_scale must be > 0")
+    check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    grid = m.image_size if m.tokenizer == "pixel" else m.image_size // 8
+    check((m.tokenizer == "pixel" or m.image_size % 8 == 0) and grid % m.patch_size == 0,
+          f"model.image_size={m.image_size} does not split into model.patch_size={m.patch_size} patches"
+          + ("" if m.tokenizer == "pixel" else " of the 8x-downsampled VAE latent"))
+    # -- data --
+    check(d.n_train >= 1 and d.n_eval >= 0, "data.n_train must be >= 1 and data.n_eval >= 0")
+    # -- evaluation and generation --
+    check(e.batch_size >= 1 and e.samples >= 0, "eval.batch_size must be >= 1 and eval.samples >= 0")
+    check(e.lp_epochs >= 1 and e.lp_batch >= 1 and e.lp_blr > 0 and e.lp_warmup_epochs >= 0,
+          "eval.lp_epochs, eval.lp_batch >= 1, eval.lp_blr > 0, eval.lp_warmup_epochs >= 0")
+    check(e.n_probe_train >= 1 and e.n_probe_test >= 1, "eval.n_probe_train and eval.n_probe_test must be >= 1")
+    check(e.cfg >= 0, f"eval.cfg (guidance scale) must be >= 0, got {e.cfg}")
+    check(e.temperature > 0, f"eval.temperature must be > 0, got {e.temperature}")
+    check(e.gen_seed >= 0, f"eval.gen_seed must be >= 0, got {e.gen_seed}")
 
 
 def build_config(
@@ -484,41 +535,64 @@ def build_config(
     preset: str = "tiny",
     recipe: str = "official",
     overrides: dict[str, Any] | None = None,
-    objective_defaults: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Resolve a full config. ``objective_defaults`` come from the objective plugin (Tables 18-21)."""
+    """Resolve a full config: plugin defaults and recipe (``apply_plugin_defaults``) -> preset -> overrides."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESETS)}")
     cfg = RunConfig(preset=preset, recipe=recipe)
-    cfg.objective.name = objective
-    apply(cfg, objective_defaults or {})
-    apply(cfg, recipe_overrides(recipe, objective))
-    apply(cfg, PRESETS[preset])
-    if schedule:
-        cfg.schedule.name = schedule
+    apply_plugin_defaults(cfg, objective, schedule, recipe)
+    apply(cfg, PRESETS[preset], lenient=True)  # a preset sizes every plugin; one without the field skips it
     apply(cfg, overrides or {})
+    for t in cfg.tasks:  # the record stores the settings of the run's tasks (unknown names fail later, clearly)
+        if t.split("/", 1)[0].split("@", 1)[0] in _task_names():
+            cfg.task_settings(t)
     validate(cfg)
     return cfg
 
 
+def _task_names() -> list[str]:
+    from benchmark import registry
+
+    return registry.tasks.names()
+
+
 def from_dict(d: dict[str, Any]) -> RunConfig:
+    """A config from a record (``to_dict``); fields a plugin no longer has are ignored."""
+    from benchmark import registry
+
+    for inc in d.get("include", []):
+        registry.include(inc)
     cfg = RunConfig()
     for k in TOP_LEVEL:
         if k in d:
             setattr(cfg, k, d[k])
+    for sec in PLUGIN_SECTIONS:
+        if "name" in d.get(sec, {}):
+            setattr(cfg, sec, plugin_settings(sec, d[sec]["name"]))
+    for name in d.get("task", {}):
+        cfg.task[name] = plugin_settings("task", name)
     for sec in SECTIONS:
         target = getattr(cfg, sec)
         for k, v in d.get(sec, {}).items():
-            if hasattr(target, k):
+            if sec == "task":
+                for kk, vv in v.items():
+                    if kk != "name" and hasattr(target[k], kk):
+                        setattr(target[k], kk, vv)
+            elif sec == "eval" and not hasattr(target, k):
+                alias = _task_alias(k)  # a record written before tasks owned their settings
+                if alias is not None and alias[0] not in d.get("task", {}):
+                    setattr(cfg.task_settings(alias[0]), alias[1], v)
+            elif hasattr(target, k) and not (sec in PLUGIN_SECTIONS and k == "name"):
                 setattr(target, k, v)
     return cfg
 
 
 # Fields that do not change the trained weights: excluded from the run id so reruns, requeues and later
 # evaluations with other tasks or eval settings share one run (tasks record their own settings).
-NON_TRAINING_SECTIONS = ("eval",)
+NON_TRAINING_SECTIONS = ("eval", "task")
+# (a plugin marks such a field itself: ``field(..., metadata={"run_id": False})``, e.g. a local weights path)
 NON_SEMANTIC = {"tasks",
-    "out", "include", "model.vae_path", "model.t5_path", "objective.repa_teacher_path", "data.root", "data.cache_dir",
+    "out", "include", "model.vae_path", "model.t5_path", "data.root", "data.cache_dir",
     "data.num_workers", "train.ckpt_every", "train.snapshot_every", "train.log_every", "train.device", "train.threads",
     "train.compile", "model.grad_checkpoint",
 }
@@ -534,6 +608,10 @@ def config_hash(cfg: RunConfig) -> str:
             d.pop(key, None)
         else:
             d[parts[0]].pop(parts[1], None)
+    for sec in PLUGIN_SECTIONS:
+        for f in fields(getattr(cfg, sec)):
+            if not f.metadata.get("run_id", True):
+                d[sec].pop(f.name, None)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

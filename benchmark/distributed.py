@@ -178,7 +178,7 @@ def clear_stop() -> None:
 
 
 def should_stop() -> bool:
-    """A blocking check agreed by all ranks (one all-reduce); the loop uses ``StopPoll`` instead."""
+    """The loop's once-per-step check, agreed by all ranks."""
     return any_over_ranks(_STOP.is_set())
 
 
@@ -210,6 +210,35 @@ class StopPoll:
         self.pending = None
         work.wait()
         return bool(flag[0] > 0)  # a CPU tensor: no device sync
+
+
+class stop_on_sigint:
+    """While training (main thread only): the first SIGINT asks for a stop at the next step boundary (a resumable
+    checkpoint is written), a second one raises KeyboardInterrupt. ``restore()`` puts the old handler back."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.old, self.fired = None, False
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        print("\ninterrupt: stopping after this step with a checkpoint (Ctrl-C again to abort)", flush=True)
+        self.fired = True
+        request_stop()
+
+    def restore(self) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+            self.old = None
+        if self.fired:  # the stop was ours: the next run in this process starts clean
+            clear_stop()
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:

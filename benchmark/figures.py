@@ -75,9 +75,11 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
     import matplotlib.pyplot as plt
 
     rejected: list[tuple[dict[str, Any], str]] = []
-    recs = load_records(runs_dir, rejected=rejected)
+    skipped: list[str] = []  # unreadable record.json files: load_records warns once per file
+    recs = load_records(runs_dir, rejected=rejected, skipped=skipped)
     for rec, why in rejected:
         log.warning("figure %d: left out %s (%s)", n, rec.get("run_id"), why)
+    synthetic = False  # a curve read from a synthetic stand-in (<task>/synthetic): said in the figure's note
     if n == 4:
         fig, (a1, a2) = plt.subplots(2, 1, figsize=(5, 6), sharex=True)
         for name, match in [("DREAM", BASE), ("FLUID", {"objective": "fluid"})]:
@@ -104,11 +106,15 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4))
         fd_ref = False
         for sigma in (0.35, 0.45, 0.55):
-            group, mark = _runs(recs, {**BASE, "config.schedule.sigma": sigma}, ABL, ("lp", "fid/cc12m", "fid"))
+            group, mark = _runs(recs, {**BASE, "config.schedule.sigma": sigma}, ABL,
+                                ("lp", "fid/cc12m", "fid", "lp/synthetic", "fid/synthetic"))
             for ax, task, key in [(a1, "lp", "top1"), (a2, "fid/cc12m", "fid")]:
                 s = _series(group, task, key)
+                if not s and task == "lp":
+                    s = _series(group, "lp/synthetic", key)
+                    synthetic = synthetic or bool(s)
                 if not s and task == "fid/cc12m":  # synthetic runs: the reference network's distance, not FID
-                    s = _series(group, "fid", "fd_ref")
+                    s = _series(group, "fid/synthetic", "fd_ref")
                     fd_ref = fd_ref or bool(s)
                 ax.plot(list(s), list(s.values()), "o-", label=f"sigma={sigma}{mark}")
         a1.set_ylabel("LP top-1 (%)")
@@ -120,17 +126,19 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
         fig, a1 = plt.subplots(figsize=(6, 4))
         for name, match in [("CLIP", {"objective": "clip", "schedule": "none"}),
                             ("CLIP-M", {"objective": "clip", "schedule": "wm"}), ("DREAM", BASE)]:
-            group, mark = _runs(recs, match, ABL, ("zeroshot",))
+            group, mark = _runs(recs, match, ABL, ("zeroshot", "zeroshot/synthetic"))
+            zs = "zeroshot" if any("zeroshot" in (r.get("metrics") or {}) for r in group) else "zeroshot/synthetic"
+            synthetic = synthetic or (bool(group) and zs != "zeroshot")
             pts: dict[float, list[float]] = {}
             for r in group:
-                for k, v in (r.get("metrics") or {}).get("zeroshot", {}).items():
+                for k, v in (r.get("metrics") or {}).get(zs, {}).items():
                     m = re.fullmatch(r"acc@([0-9.]+)", k)  # not the "acc@0.5_std" companions
                     if m:
                         pts.setdefault(float(m.group(1)), []).append(v)
             xs = sorted(pts)
             ys = [sum(pts[x]) / len(pts[x]) for x in xs]
             # spread: over runs where there are several, else the task's own std over masking seeds
-            err = [_std(pts[x]) if len(pts[x]) > 1 else (_mean(group, "zeroshot", f"acc@{x:.1f}_std") or 0.0) for x in xs]
+            err = [_std(pts[x]) if len(pts[x]) > 1 else (_mean(group, zs, f"acc@{x:.1f}_std") or 0.0) for x in xs]
             a1.errorbar(xs, ys, yerr=err, fmt="o-", capsize=2, label=f"{name}{mark} (n={len(group)})")
         a1.set_xlabel("masking ratio")
         a1.set_ylabel("zero-shot accuracy (%)")
@@ -140,8 +148,15 @@ def make_figure(n: int, out: str | Path, runs_dir: str | Path = DEFAULT_RUNS) ->
     for ax in fig.axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+    note = []
     if any(MARK in h for ax in fig.axes for h in ax.get_legend_handles_labels()[1]):
-        fig.text(0.01, 0.005, f"{MARK} not the paper's setting (preset / data / recipe): not a reproduction", fontsize=7)
+        note.append(f"{MARK} not the paper's setting (preset / data / recipe): not a reproduction")
+    if synthetic:
+        note.append("read from the synthetic stand-in (<task>/synthetic), not the real data set")
+    if skipped:
+        note.append(f"{len(skipped)} unreadable record(s) skipped")
+    if note:
+        fig.text(0.01, 0.005, "; ".join(note), fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(out, dpi=120)
     plt.close(fig)

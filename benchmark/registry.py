@@ -123,11 +123,14 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The plugin called ``name``; a task may carry a variant, ``fid/coco`` -> the ``fid`` task."""
         self._load()
-        if self.kind == "task":  # "fid/coco": a variant; "lp@12": an evaluation of the epoch-12 snapshot
-            name = name.split("/", 1)[0].split("@", 1)[0]
+        name = self._base(name)
         if name not in self._items:
             raise UnknownPluginError(self.unknown_message(name))
         return self._items[name]
+
+    def _base(self, name: str) -> str:
+        """A task entry's plugin name: "fid/coco" (a variant) and "lp@12" (the epoch-12 snapshot) -> "fid", "lp"."""
+        return name.split("/", 1)[0].split("@", 1)[0] if self.kind == "task" else name
 
     def unknown_message(self, name: str) -> str:
         names = sorted(self._items)
@@ -148,8 +151,8 @@ class Registry(Generic[T]):
         return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern))
 
     def origin(self, name: str) -> str:
-        self._load()
-        return self._origins[name]
+        self.get(name)  # an unknown name: the UnknownPluginError with the choices, not a bare KeyError
+        return self._origins[self._base(name)]
 
 
 def include(path_or_module: str) -> None:

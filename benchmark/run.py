@@ -10,7 +10,8 @@ import torch
 
 from benchmark import registry
 from benchmark.config import RunConfig, from_dict, run_id
-from benchmark.records import RunRecord
+from benchmark.records import RecordError, RunLock, RunRecord, load_checkpoint
+from benchmark.taskdata import preflight
 from benchmark.train import Components, build, train
 
 
@@ -28,14 +29,28 @@ def plugin_info(cfg: RunConfig) -> dict:
 
 def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_after: int | None = None) -> Path:
     """Train and evaluate the run; returns its directory. Completed runs are not redone (idempotent
-    sweeps) unless ``force``; an interrupted run continues only with ``resume``."""
+    sweeps) unless ``force``; an interrupted run continues only with ``resume``. The run folder is locked
+    for the whole call: a second writer stops with RunLockedError naming this one."""
     for inc in cfg.include:
         registry.include(inc)
-    rid = run_id(cfg)
-    run_dir = Path(cfg.out) / rid
+    preflight(cfg, cfg.tasks)  # missing real data fails now, not after training
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        from benchmark.config import ConfigError
+
+        raise ConfigError("train.device=cuda but no CUDA device is visible here; use train.device=auto or cpu")
+    run_dir = Path(cfg.out) / run_id(cfg)
+    with RunLock(run_dir, "run"):
+        return _execute(cfg, run_dir, resume, force, stop_after)
+
+
+def _execute(cfg: RunConfig, run_dir: Path, resume: bool, force: bool, stop_after: int | None) -> Path:
+    rid = run_dir.name
     rec_path = run_dir / "record.json"
     if rec_path.exists() and not force:
-        old = RunRecord.load(rec_path)
+        try:
+            old = RunRecord.load(rec_path)
+        except RecordError as e:
+            raise RecordError(f"{e}; pass --force to start the run over") from None
         if old.data.get("status") == "completed" and not resume:
             missing = [t for t in cfg.tasks if t not in old.data.get("metrics", {})]
             print(f"run {rid} is already completed: {rec_path} (use --force to redo it)"
@@ -43,19 +58,19 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
             if missing:  # the run id ignores tasks and eval settings: a completed run only gains tasks
                 comps, _, rec = load_run(run_dir, use_ema=cfg.eval.use_ema)
                 rec.data["config"]["eval"] = cfg.to_dict()["eval"]
+                rec.data["config"]["task"] = cfg.to_dict()["task"]
                 evaluate(comps, cfg, rec, missing)
                 rec.save()
                 print_summary(rec)
             return run_dir
-        if (run_dir / "checkpoint.pt").exists() and not resume:
-            raise RunExistsError(f"run {rid} has a checkpoint in {run_dir}: pass --resume to continue it, "
-                                 f"or --force to start over")
+    if (run_dir / "checkpoint.pt").exists() and not resume and not force:  # with or without a record
+        raise RunExistsError(f"run {rid} has a checkpoint in {run_dir}: pass --resume to continue it, "
+                             f"or --force to start over")
     if force and run_dir.exists():
         for f in ("checkpoint.pt", "ema.pt", "record.json", "samples.png", *(p.name for p in run_dir.glob("ema_e*.pt"))):
             (run_dir / f).unlink(missing_ok=True)
     for t in cfg.tasks:
         registry.tasks.get(t)  # fail on an unknown task before training, not after
-    run_dir.mkdir(parents=True, exist_ok=True)
     rec = RunRecord.create(run_dir, rid, cfg.to_dict(), plugin_info(cfg))
     print(f"run {rid} -> {run_dir}")
     try:
@@ -70,7 +85,7 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
         if cfg.eval.use_ema:
             comps.model.load_state_dict(comps.ema_state)
         evaluate(comps, cfg, rec, cfg.tasks)
-        if cfg.eval.samples > 0 and hasattr(comps.backbone, "head"):
+        if cfg.eval.samples > 0 and comps.objective.capabilities.decoder:
             t0 = time.time()
             write_sample_grid(comps, cfg, run_dir / "samples.png")
             rec.data["timings"]["samples_s"] = round(time.time() - t0, 2)
@@ -88,18 +103,21 @@ def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list
     # Right after training the model is still in train mode: BatchNorm in the CLIP projection would use batch
     # statistics (and update its running ones), so results would differ from a reloaded run's.
     comps.model.eval()
-    for name in task_names:
-        variant = name.split("/", 1)[1] if "/" in name else None  # "fid/coco": task fid, variant coco
-        task = registry.tasks.get(name)(variant=variant)
-        reason = task.applies(comps, cfg)
+    for res in preflight(cfg, task_names):  # "fid/coco": task fid, variant coco; "lp" on synthetic: lp/synthetic
+        if res.note:
+            print(res.note)
+        name = res.name
+        task = registry.tasks.get(name)(variant=res.variant)
+        reason = task.applies(comps, res.cfg)
         if reason is not None:  # e.g. fid for CLIP (no decoder): recorded, the other tasks still run
             print(f"{name}: not applicable to objective {cfg.objective.name!r}: {reason}")
             rec.data["tasks"][name + suffix] = {"version": task.version, "status": "not_applicable", "reason": reason}
             rec.save()
             continue
         t0 = time.time()
-        metrics = task.run(comps, cfg)
-        rec.set_task(name + suffix, task.version, metrics, dict(task.higher_is_better), time.time() - t0, task.extra())
+        metrics = task.run(comps, res.cfg)
+        extra = {**task.extra(), "data": "synthetic stand-in" if res.synthetic else "real"}
+        rec.set_task(name + suffix, task.version, metrics, dict(task.higher_is_better), time.time() - t0, extra)
 
 
 def load_run(run_dir: Path, use_ema: bool = True, epoch: float | None = None) -> tuple[Components, RunConfig, RunRecord]:
@@ -115,7 +133,7 @@ def load_run(run_dir: Path, use_ema: bool = True, epoch: float | None = None) ->
         have = sorted(p.name for p in run_dir.glob("ema_e*.pt"))
         hint = f" (snapshots here: {', '.join(have) or 'none; train with --set train.snapshot_every=N'})" if epoch else ""
         raise FileNotFoundError(f"no {path.name} in {run_dir}: the run has not written it{hint}")
-    state = torch.load(path, map_location=comps.device, weights_only=False)["model"]
+    state = load_checkpoint(path, comps.device)["model"]
     comps.model.load_state_dict(state)
     comps.model.eval()
     return comps, cfg, rec
@@ -141,14 +159,16 @@ def write_sample_grid(comps: Components, cfg: RunConfig, path: Path, prompts: li
     prompts = prompts or sample_prompts(cfg, cfg.eval.samples)
     comps.model.eval()
     t5, valid = comps.t5.encode(prompts) if comps.t5 is not None else (None, None)
-    conditional = comps.objective.name != "mar"
-    if not conditional:  # MAR is unconditional: every row gets the null condition, no guidance
+    conditional = comps.objective.capabilities.text_conditioned
+    valid = valid.to(comps.device) if valid is not None and cfg.model.text_pad_mask else None
+    if not conditional:  # an unconditional decoder (MAR): every row gets the null condition, no guidance
         t5 = comps.backbone.null_condition(comps.t5_null, len(prompts))
+        valid = None if valid is None else comps.backbone.null_valid(comps.t5_null_valid, len(prompts), valid.shape[1])
     g = torch.Generator().manual_seed(cfg.seed)
     e = cfg.eval
     tokens = sample_tokens(comps.backbone, t5.to(comps.device), comps.t5_null, steps=e.sample_steps,
                            cfg=e.cfg if conditional else 1.0, cfg_schedule=e.cfg_schedule,
-                           temperature=e.temperature, generator=g)
+                           temperature=e.temperature, generator=g, t5_valid=valid, t5_null_valid=comps.t5_null_valid)
     images = comps.tokenizer.decode(tokens)
     nrow = max(1, int(len(prompts) ** 0.5))
     save_image((images + 1) / 2, path, nrow=nrow, padding=1)

@@ -4,7 +4,9 @@ A run directory holds ``record.json`` (written by the run) and, for submitted ru
 submission and when the job starts). States: queued (submitted, not started), running, requeued n times
 (preempted or timed out, checkpointed, waiting to resume), completed, failed (with the last error line),
 interrupted. For Slurm jobs one ``squeue`` call (when the command exists) tells a queued or running job that
-has left the queue ("lost": cancelled or killed without a record update).
+has left the queue ("lost": cancelled or killed without a record update). A "running" record whose folder lock
+is free has no live writer: it shows as "dead" (killed, out of disk or memory) and continues with ``--resume``.
+A record.json that cannot be read is skipped with a one-line warning naming it; no Slurm binaries are needed.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from benchmark.records import RecordError, lock_holder, read_record, warn_skipped
+
 ACTIVE = ("queued", "running", "requeued")
 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def record_state(run_dir: Path) -> str:
@@ -60,6 +65,8 @@ def run_status(run_dir: Path, queue: dict[str, str] | None = None) -> dict[str, 
         done = steps
     if steps:
         row["progress"] = f"{done or 0}/{steps}"
+    if state == "running" and job.get("executor") != "slurm" and lock_holder(run_dir) is None:
+        row["state"] = "dead"  # nobody holds the folder: the writer was killed without updating its record
     if state in ACTIVE and queue is not None and job.get("executor") == "slurm":
         slurm_state = queue.get(str(job.get("job_id")))
         if slurm_state is None:
@@ -77,13 +84,26 @@ def describe(row: dict[str, Any]) -> str:
         s = f"failed: {row['error'].splitlines()[-1][:100]}"
     if s == "lost":
         s = "lost (job left the queue without finishing)"
+    if s == "dead":
+        s = "dead (its process is gone; continue with --resume)"
     return s
 
 
-def collect(runs: str | Path) -> list[dict[str, Any]]:
+def collect(runs: str | Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
     runs = Path(runs)
     dirs = sorted(d for d in runs.iterdir() if d.is_dir() and not d.name.startswith(".")
                   and ((d / "record.json").exists() or (d / "job.json").exists())) if runs.exists() else []
+    good = []
+    for d in dirs:
+        try:
+            if (d / "record.json").exists():
+                read_record(d / "record.json")
+            good.append(d)
+        except RecordError as e:
+            warn_skipped(d / "record.json", e)
+            if skipped is not None:
+                skipped.append(str(d / "record.json"))
+    dirs = good
     queue = squeue_jobs() if any(_read(d / "job.json").get("executor") == "slurm" for d in dirs) else None
     return [run_status(d, queue) for d in dirs]
 
@@ -100,5 +120,8 @@ def format_status(rows: list[dict[str, Any]]) -> str:
 
 
 def status_command(runs: str | Path) -> int:
-    print(format_status(collect(runs)), end="")
+    skipped: list[str] = []
+    print(format_status(collect(runs, skipped)), end="")
+    if skipped:
+        print(f"({len(skipped)} unreadable record(s) skipped: {', '.join(skipped)})")
     return 0

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.records import RecordError, read_record, warn_skipped
+from benchmark.taskdata import GEN_TASKS, REAL_DATA, SYNTHETIC, is_synthetic_name
+
 log = logging.getLogger(__name__)
 PAPER_DIR = Path(str(importlib.resources.files("benchmark.results"))) / "paper"  # package data: works from a wheel too
 DEFAULT_RUNS = "results/runs"
@@ -69,6 +72,14 @@ class ColSpec:
         return _task(self.variant)
 
 
+def _synthetic_key(key: str) -> str | None:
+    """"lp.top1" -> "lp/synthetic.top1": the stand-in of a task evaluated on its default (real) data set."""
+    variant, metric = key.split(".", 1)
+    if "/" in variant or _task(variant) not in REAL_DATA or _task(variant) in GEN_TASKS:
+        return None  # the generation columns name their stand-in (fd_ref, agreement) in ColSpec.fallback
+    return f"{variant.replace(_task(variant), _task(variant) + '/' + SYNTHETIC, 1)}.{metric}"
+
+
 def _task(variant: str) -> str:
     """"fid/coco" -> "fid", "lp@12" -> "lp", "sad/k1-nfe64-self" -> "sad"."""
     return variant.split("/", 1)[0].split("@", 1)[0]
@@ -84,8 +95,12 @@ class RowSpec:
     variant: str | None = None
 
     def metrics(self, col: ColSpec) -> list[str]:
-        """The record keys ("<variant>.<metric>") that fill ``col`` in this row, primary first."""
+        """The record keys ("<variant>.<metric>") that fill ``col`` in this row, primary first; a column of a task
+        with a synthetic stand-in also reads ``<task>/synthetic.<metric>`` (shown marked OTHER, never as real)."""
         keys = [col.metric, *col.fallback]
+        stand_in = _synthetic_key(col.metric)
+        if stand_in and stand_in not in keys and not any(is_synthetic_name(k.split(".", 1)[0]) for k in keys):
+            keys.append(stand_in)
         if self.variant is None:
             return keys
         return [f"{self.variant}.{k.split('.', 1)[1]}" if _task(k.split(".", 1)[0]) == _task(self.variant) else k
@@ -191,10 +206,10 @@ def _c(label: str, metric: str, fmt: str = ".1f", hib: bool = True, tol: float =
     return ColSpec(label, metric, fmt, 1.0, hib, tol, fallback)
 
 
-# On synthetic data the generation tasks store fd_ref / agreement under the task name used ("fid", "fid/cc12m"):
-# the CC12M columns (the training distribution) also take the default variant, the COCO ones only their own.
-CC12M_FID = ("fid/cc12m.fd_ref", "fid.fd_ref")
-CC12M_CS = ("clip_score/cc12m.agreement", "clip_score.agreement")
+# On synthetic data the generation tasks store fd_ref / agreement under fid/synthetic, clip_score/synthetic (a real
+# name means real data): the CC12M columns (the training distribution) show them marked; COCO has no stand-in.
+CC12M_FID = ("fid/synthetic.fd_ref",)
+CC12M_CS = ("clip_score/synthetic.agreement",)
 LP = _c("LP", "lp.top1")
 FID = _c("FID", "fid/cc12m.fid", ".2f", False, 0.1, CC12M_FID)
 MAIN = {"preset": "L", "data": "cc12m", "recipe": "paper"}  # Tables 1-3, 9: main results (§4, sigma 0.55)
@@ -214,8 +229,8 @@ MAIN_ROWS = [RowSpec("MAR", {"objective": "mar"}, MAIN), RowSpec("FLUID", {"obje
              RowSpec("DREAM", {"objective": "dream", "schedule": "wm"}, MAIN_DREAM)]
 GEN = [_c("CC12M FID", "fid/cc12m.fid", ".2f", False, 0.1, CC12M_FID),
        _c("CC12M CS", "clip_score/cc12m.cs", fallback=CC12M_CS),
-       _c("COCO FID", "fid/coco.fid", ".2f", False, 0.2, ("fid/coco.fd_ref",)),
-       _c("COCO CS", "clip_score/coco.cs", fallback=("clip_score/coco.agreement",))]
+       _c("COCO FID", "fid/coco.fid", ".2f", False, 0.2),
+       _c("COCO CS", "clip_score/coco.cs")]
 EXTERNAL = {"preset": "external", "data": "cc12m", "recipe": "paper"}  # rows of Table 1 we cannot reproduce
 FEWSHOT_SETS = [("DTD", "dtd"), ("Caltech-256", "caltech256"), ("SUN397", "sun397"), ("Food-101", "food101"),
                 ("VOC2007", "voc2007"), ("STL-10", "stl10"), ("Flowers", "flowers"), ("UC Merced", "ucmerced"),
@@ -341,16 +356,21 @@ def _version_problems(rec: dict[str, Any], tasks: list[str]) -> list[str]:
 
 
 def load_records(runs_dir: str | Path, tasks: list[str] | None = None,
-                 rejected: list[tuple[dict[str, Any], str]] | None = None) -> list[dict[str, Any]]:
+                 rejected: list[tuple[dict[str, Any], str]] | None = None,
+                 skipped: list[str] | None = None) -> list[dict[str, Any]]:
     """Completed records whose versions of ``tasks`` (all tasks if None) are current; sorted by path.
 
-    The others are appended to ``rejected`` as (record, reason) when a list is given.
+    The others are appended to ``rejected`` as (record, reason) when a list is given; unreadable, truncated or
+    foreign record.json files are skipped with a one-line warning each and listed in ``skipped``.
     """
     recs = []
     for p in sorted(Path(runs_dir).glob("*/record.json")):
         try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = read_record(p)
+        except RecordError as e:
+            warn_skipped(p, e)
+            if skipped is not None:
+                skipped.append(str(p))
             continue
         rec["_dir"] = str(p.parent)
         problems = _version_problems(rec, tasks if tasks is not None else list(TASK_VERSIONS))
@@ -416,7 +436,7 @@ def _cell(rs: RowSpec, c: ColSpec, df: Any, paper_text: str | None, no_delta: bo
     mean = float(vals.mean()) if len(vals) else None
     std = float(vals.std(ddof=1)) if len(vals) > 1 else None
     p = None if paper_text is None else float(paper_text)
-    other = used is not None and used.split(".", 1)[1] in OTHER_METRICS
+    other = used is not None and (used.split(".", 1)[1] in OTHER_METRICS or is_synthetic_name(used.split(".", 1)[0]))
     delta = None if mean is None or p is None or other or no_delta else (mean - p) * (1 if c.higher_is_better else -1)
     return Cell(_r(mean), _r(std), int(len(vals)), p, _r(delta), paper_text, used, other)
 
@@ -478,10 +498,12 @@ def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[st
     spec = TABLES[n]
     paper = paper_values(n)
     rejected: list[tuple[dict[str, Any], str]] = []
-    recs = load_records(runs_dir, spec.tasks(), rejected)
+    skipped: list[str] = []
+    recs = load_records(runs_dir, spec.tasks(), rejected, skipped)
     assigned = _assign(spec, recs)
     rows: list[Row] = []
-    notes: list[str] = []
+    notes: list[str] = [f"skipped {len(skipped)} unreadable record(s) (not a run record): {', '.join(skipped)}"] \
+        if skipped else []
     for rs in spec.rows:
         use, others = choose_runs(rs, assigned[rs.label])
         differs: dict[str, list[Any]] = {k: [v] for k, v in rs.differs(use[0]).items()} if use else {}
@@ -511,9 +533,17 @@ def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[st
         # cells the paper reports that no run filled: the command that fills them, per run
         gaps = [c for c in spec.columns if cells[c.label].ours is None and (rs.label, c.label) in paper]
         for r in use:
-            todo = []
+            todo, real_only = [], []
             for c in gaps:
-                variant = rs.metrics(c)[0].split(".", 1)[0]
+                keys = [k.split(".", 1)[0] for k in rs.metrics(c)]
+                variant = keys[0]
+                if r.get("data") == SYNTHETIC and _task(variant) not in SAMPLE_TASKS:
+                    # a synthetic run can fill a real column only with its stand-in (marked): recommend that
+                    stand_in = next((k for k in keys if is_synthetic_name(k)), None)
+                    if stand_in is None:
+                        real_only.append(c.label)
+                        continue
+                    variant = stand_in
                 if _task(variant) in SAMPLE_TASKS:
                     todo.append(("sample", variant))
                 elif variant not in (r.get("tasks") or {}):  # a task that ran without this metric cannot add it
@@ -521,6 +551,9 @@ def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[st
             evals = ",".join(dict.fromkeys(v for kind, v in todo if kind == "eval"))
             if evals:
                 notes.append(f"missing {rs.label} [{evals}]: python -m benchmark eval --run {r['_dir']} --tasks {evals}")
+            if real_only:
+                notes.append(f"missing {rs.label} [{', '.join(real_only)}]: no synthetic stand-in; real data only "
+                             f"(a run trained on data=cc12m, evaluated with the data set's root)")
             if any(kind == "sample" for kind, _ in todo):
                 notes.append(f"missing {rs.label} [{rs.variant}]: python -m benchmark bench sample --run {r['_dir']}")
     for rec, reason in rejected:
@@ -567,7 +600,8 @@ def _footnotes(spec: TableSpec, rows: list[Row], notes: list[str], runs_dir: str
                 if label not in others[c.metric]:
                     others[c.metric].append(label)
     for metric, labels in others.items():
-        out.append(f"{OTHER} {'/'.join(labels)}: {metric} = {OTHER_METRICS[metric.split('.', 1)[1]]}; no Δ")
+        what = OTHER_METRICS.get(metric.split(".", 1)[1], "measured on the synthetic stand-in data, not the real data set")
+        out.append(f"{OTHER} {'/'.join(labels)}: {metric} = {what}; no Δ")
     multi = [f"{r.label} (n={max(c.n for c in r.cells.values())})" for r in rows
              if max((c.n for c in r.cells.values()), default=0) > 1]
     if multi:

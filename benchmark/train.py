@@ -27,7 +27,7 @@ from benchmark.models.backbone import Backbone
 from benchmark.models.tokenizer import build_tokenizer, token_shape
 from benchmark.objectives.base import Batch, Masking
 from benchmark.objectives.schedules import make_mask
-from benchmark.records import RunRecord, atomic_torch_save
+from benchmark.records import RunRecord, atomic_torch_save, load_checkpoint
 
 
 class DreamModel(nn.Module):
@@ -38,7 +38,11 @@ class DreamModel(nn.Module):
         self.backbone, self.objective = backbone, objective
 
     def forward(self, batch: Batch, mask: Masking, progress: float) -> dict[str, torch.Tensor]:
-        """Eager: the plan fallback and the diffusion draws; then the losses (what ``train.compile`` compiles)."""
+        """Eager ``prepare`` (the plan fallback and the diffusion draws), then the losses (what ``train.compile``
+        compiles)."""
+        return self.losses(batch, self.prepare(batch, mask), progress)
+
+    def prepare(self, batch: Batch, mask: Masking) -> Masking:
         if not mask.planned:  # the loop plans on the host (sample_masking); this fallback reads the mask back
             mask = self.objective.plan(mask, self.backbone).to(batch.tokens.device)
         if mask.diffuse and mask.diff_t is None:  # (t, noise) per diffusion row, from the global RNG as before
@@ -46,7 +50,7 @@ class DreamModel(nn.Module):
             t, noise = head.draw(mul * mask.diff_index.shape[0], (self.backbone.token_dim,), batch.tokens.device)
             mask = dataclasses.replace(mask, diff_t=t, diff_noise=noise)  # the caller's mask keeps no draws
             mark_dynamic(mask)
-        return self.losses(batch, mask, progress)
+        return mask
 
     def losses(self, batch: Batch, mask: Masking, progress: float) -> dict[str, torch.Tensor]:
         return self.objective.losses(batch, self.backbone, mask, progress)
@@ -62,6 +66,7 @@ class Components:
     device: torch.device
     ema_state: dict[str, torch.Tensor] | None = None  # set by train(): the weights evaluation uses
     finished: bool = False  # set by train(): all steps done (False after an early stop)
+    t5_null_valid: torch.Tensor | None = None  # T5("")'s padding mask [1, T] (model.text_pad_mask)
 
     @property
     def backbone(self) -> Backbone:
@@ -102,7 +107,7 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Components:
     # Weights that may be missing are loaded first, so a bad path fails before minutes of model init.
     tokenizer = build_tokenizer(cfg.model).to(device)
     needs = registry.objectives.get(cfg.objective.name).needs
-    t5 = t5_null = None
+    t5 = t5_null = t5_null_valid = None
     if "t5" in needs:
         from benchmark.models.text import FrozenT5
 
@@ -112,10 +117,10 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Components:
 
             raise ConfigError(f"model.t5_dim={cfg.model.t5_dim} but the T5 at {cfg.model.t5_path} has "
                               f"d_model={t5.dim}; set --set model.t5_dim={t5.dim}")
-        t5_null = t5.encode([""])[0]
+        t5_null, t5_null_valid = t5.encode([""])
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
-    return Components(cfg, model, tokenizer, t5, t5_null, device)
+    return Components(cfg, model, tokenizer, t5, t5_null, device, t5_null_valid=t5_null_valid)
 
 
 def prepare_batch(comps: Components, raw: dict[str, Any], step: int, micro: int = 0) -> Batch:
@@ -149,6 +154,7 @@ def prepare_batch(comps: Components, raw: dict[str, Any], step: int, micro: int 
     batch.tokens, batch.images = tokens, images
     if batch.t5 is not None:
         batch.t5, batch.t5_null = batch.t5.float(), comps.t5_null  # cache: float16
+        batch.t5_null_valid = comps.t5_null_valid
     return batch
 
 
@@ -196,6 +202,22 @@ def shard_caption_drop(cfg: RunConfig, batch: Batch, rows: slice, step: int, mic
         batch.caption_drop = Batch(tokens=None, caption_drop=drop[rows]).to(batch.caption_drop.device).caption_drop
 
 
+def _check_accum(cfg: RunConfig) -> None:
+    """Gradient accumulation is exact for per-sample losses only: the contrastive loss would take its negatives and
+    the projection's BatchNorm statistics from each micro-batch instead of the global batch."""
+    for inc in cfg.include:  # a plugin objective registers on import
+        registry.include(inc)
+    needs = registry.objectives.get(cfg.objective.name).needs
+    if cfg.train.accum_steps > 1 and "clip_text" in needs and cfg.objective.clip_weight > 0:
+        from benchmark.config import ConfigError
+
+        micro = cfg.train.batch_size // cfg.train.accum_steps
+        raise ConfigError(f"train.accum_steps={cfg.train.accum_steps} would change the CLIP loss of objective "
+                          f"{cfg.objective.name!r} (negatives and BatchNorm statistics from micro-batches of {micro}, "
+                          f"not the batch of {cfg.train.batch_size}): use train.accum_steps=1 (more GPUs or a smaller "
+                          f"train.batch_size)")
+
+
 class EMA:
     """Exponential moving average of the parameters (§4.1: decay 0.9999), foreach-fused."""
 
@@ -224,13 +246,15 @@ class EMA:
             s.copy_(v)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No decay for 1-D tensors, biases and the diffusion head (MAR/DREAM ``add_weight_decay``)."""
+def param_groups(model: nn.Module, weight_decay: float, decay_scalars: bool = True) -> list[dict[str, Any]]:
+    """No decay for 1-D tensors, biases and the diffusion head (MAR/DREAM ``add_weight_decay``). That rule tests
+    ``len(shape) == 1``, so the 0-d CLIP ``logit_scale`` is decayed there (``decay_scalars``, official); the paper
+    recipe keeps it out, as open_clip and StableRep do."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or ".head." in f".{name}":
+        if p.ndim == 1 or (p.ndim == 0 and not decay_scalars) or name.endswith(".bias") or ".head." in f".{name}":
             no_decay.append(p)
         else:
             decay.append(p)
@@ -256,7 +280,7 @@ def autocast(cfg: RunConfig, device: torch.device):
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module, device: torch.device) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.lr,
+    return torch.optim.AdamW(param_groups(model, cfg.train.weight_decay, cfg.train.decay_logit_scale), lr=cfg.lr,
                              betas=(cfg.train.beta1, cfg.train.beta2), fused=device.type == "cuda")
 
 
@@ -348,11 +372,12 @@ class Progress:
     step: int = 0
     curve: list = field(default_factory=list)  # [[step, {name: mean over the logging window}], ...]
     train_s: float = 0.0  # training seconds before this process
+    log_window: dict = field(default_factory=dict)  # the partial logging window: a resumed curve equals the whole one
 
 
 def resume_from(ckpt_path: Path, model: nn.Module, opt, ema: EMA, device: torch.device) -> Progress:
     """Weights, optimizer, EMA and RNG states of the checkpoint (this rank's RNG streams under DDP)."""
-    ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+    ck = load_checkpoint(ckpt_path, device)
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     ema.load(ck["ema"])
@@ -363,14 +388,15 @@ def resume_from(ckpt_path: Path, model: nn.Module, opt, ema: EMA, device: torch.
     torch.set_rng_state(rng_cpu)
     if device.type == "cuda" and rng_cuda is not None:
         torch.cuda.set_rng_state(rng_cuda)
-    return Progress(ck["step"], ck["loss_curve"], ck.get("train_s", 0.0))
+    window = {k: list(v.to(device).unbind()) for k, v in (ck.get("log_window") or {}).items()}
+    return Progress(ck["step"], ck["loss_curve"], ck.get("train_s", 0.0), window)
 
 
 class LogWindow:
     """Step scalars kept on the device and averaged every ``log_every`` steps: one host sync per window."""
 
-    def __init__(self) -> None:
-        self.values: dict[str, list[torch.Tensor]] = {}
+    def __init__(self, values: dict[str, list[torch.Tensor]] | None = None) -> None:
+        self.values: dict[str, list[torch.Tensor]] = values or {}
 
     def add(self, logs: dict[str, torch.Tensor]) -> None:
         for k, v in logs.items():
@@ -388,6 +414,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
     process (tests use it to simulate a kill right after a checkpoint)."""
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    _check_accum(cfg)
     data = build_train_data(cfg)  # a missing data set fails first
     comps = comps or build(cfg)
     model, device = comps.model, comps.device
@@ -403,7 +430,8 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         state = resume_from(ckpt_path, model, opt, ema, device)
         print(f"resumed from {ckpt_path} at step {state.step}/{total}")
     net = wrap(model, cfg, device)
-    window, bar, poll_stop = LogWindow(), _progress(total, state.step), distributed.StopPoll()
+    window, bar, poll_stop = LogWindow(state.log_window), _progress(total, state.step), distributed.StopPoll()
+    sigint = distributed.stop_on_sigint()  # Ctrl-C: checkpoint after this step and return (a second one aborts)
     t0, images_seen, start, done = time.time(), 0, state.step, state.step
     for step in range(start, total):
         progress = step / total * cfg.train.epochs  # fractional epochs of the (possibly shortened) run
@@ -419,12 +447,15 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
             state.curve.append([done, logs])
             ips = images_seen / max(time.time() - t0, 1e-9)
             bar.update(done, logs, ips, state.train_s + time.time() - t0)
-            if not math.isfinite(logs["total"]):
-                raise FloatingPointError(f"non-finite loss at step {done}: {logs}")
+            if not all(math.isfinite(v) for v in logs.values()):
+                bar.close()  # the error line starts on its own line
+                raise FloatingPointError(f"non-finite loss at step {done}: "
+                                         + ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "lr"))
         maybe_snapshot(cfg, run_dir, model, ema, step, total)
         stop = poll_stop()  # preemption or time limit: all ranks stop after the same step
         if done % cfg.train.ckpt_every == 0 or done == total or stop:
-            save_checkpoint(run_dir, model, opt, ema, done, state.curve, state.train_s + time.time() - t0, cfg, device)
+            save_checkpoint(run_dir, model, opt, ema, done, state.curve, state.train_s + time.time() - t0, cfg, device,
+                            window.values)
             if record is not None:  # what `status` shows while the run trains
                 record.data["progress"] = {"step": done, "total": total}
                 record.save()
@@ -434,6 +465,7 @@ def train(cfg: RunConfig, run_dir: Path, record: RunRecord | None = None, resume
         if stop_after is not None and done - start >= stop_after:
             break
     bar.close()
+    sigint.restore()
     poll_stop.close()
     state.train_s += time.time() - t0
     if record is not None:
@@ -474,7 +506,7 @@ def snapshot_name(epoch: float) -> str:
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, opt, ema: EMA, step: int, curve: list, train_s: float,
-                    cfg: RunConfig, device: torch.device) -> None:
+                    cfg: RunConfig, device: torch.device, window: dict[str, list[torch.Tensor]] | None = None) -> None:
     rng_cuda = torch.cuda.get_rng_state() if device.type == "cuda" else None
     rngs = distributed.gather_objects((torch.get_rng_state(), rng_cuda))  # collective: all ranks call this
     if not distributed.is_main():  # only rank 0 writes (the weights are identical on all ranks)
@@ -483,6 +515,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, opt, ema: EMA, step: int, c
         "model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step,
         "loss_curve": curve, "train_s": train_s, "config": cfg.to_dict(), "rng_cpu": torch.get_rng_state(),
         "rng_cuda": rng_cuda, "rng_ranks": rngs if len(rngs) > 1 else None,
+        "log_window": {k: torch.stack(v).cpu() for k, v in (window or {}).items() if v},
     }
     atomic_torch_save({"model": ema.state_dict(model), "step": step, "config": cfg.to_dict()}, run_dir / "ema.pt")
     atomic_torch_save(state, run_dir / "checkpoint.pt")  # written last: it marks the resume point

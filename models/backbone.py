@@ -188,6 +188,21 @@ class Backbone(nn.Module):
             null = t5_null.to(t5.dtype).expand_as(t5)
         return torch.where(drop[:, None, None], null, t5)
 
+    def null_valid(self, t5_null_valid: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
+        """The null condition's own padding mask [batch, length]: T5("")'s (its EOS token only); every position
+        for the learned null token (or when the caller has no mask for T5(""))."""
+        if hasattr(self, "null_text") or t5_null_valid is None:
+            return torch.ones(batch, length, dtype=torch.bool, device=self.text_pos.device)
+        return t5_null_valid.to(self.text_pos.device).expand(batch, -1)
+
+    def condition_valid(self, valid: torch.Tensor | None, drop: torch.Tensor | None,
+                        t5_null_valid: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The padding mask that goes with ``condition``: dropped captions take the null condition's mask."""
+        if valid is None or drop is None:  # no device read: a batch without drops selects every caption's mask
+            return valid
+        null = self.null_valid(t5_null_valid, valid.shape[0], valid.shape[1]).to(valid.device)
+        return torch.where(drop[:, None], null, valid)
+
     def null_condition(self, t5_null: torch.Tensor | None, batch: int) -> torch.Tensor:
         if hasattr(self, "null_text"):
             return self.null_text.expand(batch, self.cfg.text_len, -1)

@@ -68,7 +68,8 @@ class CandidateResult:
 def sample_candidates(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, candidates: int,
                       select_step: int, score_fn: ScoreFn | None, steps: int = 64, cfg: float = 1.0,
                       cfg_schedule: str = "linear", temperature: float = 1.0,
-                      generator: torch.Generator | None = None, t5_valid: torch.Tensor | None = None) -> CandidateResult:
+                      generator: torch.Generator | None = None, t5_valid: torch.Tensor | None = None,
+                      t5_null_valid: torch.Tensor | None = None) -> CandidateResult:
     """Decode ``candidates`` trajectories per prompt to ``select_step`` T, score them with ``score_fn``,
     keep the per-prompt argmax and decode it to the end (T = ``steps``: score the finished images).
     K = 1 never calls the scorer and equals ``sample_tokens`` bit for bit for the same generator."""
@@ -77,7 +78,7 @@ def sample_candidates(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, 
     if not 0 <= select_step <= steps:
         raise ValueError(f"select_step must be in [0, {steps}], got {select_step}")
     b = t5.shape[0]
-    state = init_decoding(backbone, t5, t5_null, cfg, generator, t5_valid, candidates)
+    state = init_decoding(backbone, t5, t5_null, cfg, generator, t5_valid, candidates, t5_null_valid)
     scores = None
     chosen = torch.zeros(b, dtype=torch.long)
     for step in range(steps + 1):
@@ -94,11 +95,11 @@ def sample_candidates(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, 
 def self_scorer(backbone, objective, prompts: list[str]) -> ScoreFn:
     """The model's own alignment (the released ``_clip_scores``): encoder on the partial canvas with the
     current mask, pooled + projected as in the CLIP loss, cosine with the prompt's own CLIP-text embedding."""
-    if not hasattr(objective, "clip"):
-        from benchmark.config import ConfigError
+    if not objective.capabilities.clip_text:
+        from benchmark.settings import ConfigError
 
-        raise ConfigError(f"Semantically Aligned Decoding needs an objective with a CLIP text tower (clip, dream), "
-                         f"not {getattr(objective, 'name', type(objective).__name__)}")
+        raise ConfigError(f"Semantically Aligned Decoding needs an objective with a CLIP text tower "
+                          f"(capabilities.clip_text), not {objective.name}")
     clip, c = objective.clip, objective.cfg
     was_training = clip.training
     clip.eval()  # the projection MLP has BatchNorm: running statistics at inference

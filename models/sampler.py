@@ -78,9 +78,10 @@ class DecodeState:
 
 def init_decoding(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, cfg: float = 1.0,
                   generator: torch.Generator | None = None, t5_valid: torch.Tensor | None = None,
-                  candidates: int = 1) -> DecodeState:
+                  candidates: int = 1, t5_null_valid: torch.Tensor | None = None) -> DecodeState:
     """Fully masked canvas, one random order per prompt, the aligned text (computed once for the prompts
-    and repeated for the candidates)."""
+    and repeated for the candidates). With a padding mask ``t5_valid`` the null half uses the null condition's
+    own mask (``t5_null_valid``, T5("")'s), as a dropped caption does in training."""
     b, device = t5.shape[0], t5.device
     n, c = backbone.seq_len, backbone.token_dim
     guided = cfg != 1.0
@@ -88,7 +89,9 @@ def init_decoding(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, cfg:
     if guided:
         null = backbone.null_condition(t5_null, b).to(t5.dtype)
         cond = torch.cat([t5, null], dim=0)
-        valid = None if t5_valid is None else torch.cat([t5_valid, torch.ones_like(t5_valid)], 0)
+        if t5_valid is not None:
+            null_valid = backbone.null_valid(t5_null_valid, b, t5_valid.shape[1]).to(t5_valid.device)
+            valid = torch.cat([t5_valid, null_valid], 0)
     text = backbone.align_text(cond, valid)
     orders = torch.rand(b, n, generator=generator).argsort(dim=1).to(device)
     if candidates > 1:
@@ -125,9 +128,10 @@ def decode_step(backbone, state: DecodeState, step: int, steps: int, cfg: float 
 @torch.no_grad()
 def sample_tokens(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, steps: int = 64,
                   cfg: float = 1.0, cfg_schedule: str = "linear", temperature: float = 1.0,
-                  generator: torch.Generator | None = None, t5_valid: torch.Tensor | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, t5_valid: torch.Tensor | None = None,
+                  t5_null_valid: torch.Tensor | None = None) -> torch.Tensor:
     """Generate tokens [B, L, C] for the T5 caption embeddings ``t5`` [B, T, d] (``steps`` encoder passes)."""
-    state = init_decoding(backbone, t5, t5_null, cfg, generator, t5_valid)
+    state = init_decoding(backbone, t5, t5_null, cfg, generator, t5_valid, t5_null_valid=t5_null_valid)
     for step in range(steps):
         decode_step(backbone, state, step, steps, cfg, cfg_schedule, temperature, generator)
     return state.tokens

@@ -109,6 +109,25 @@ class ClipHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
         self.logit_scale_max = cfg.logit_scale_max
         self.tokenizer = ClipTokenizer(cfg.clip_context)
+        if cfg.clip_init == "official":
+            self.official_init()
+
+    def official_init(self) -> None:
+        """The released code's init (anchors-models §0.10): MAR's ``_init_weights`` runs over the whole model, so every
+        Linear of the text tower and of the projection MLP is xavier-uniform with zero bias; the token embedding keeps
+        PyTorch's N(0, 1); attention in-projections keep ``nn.MultiheadAttention``'s xavier; positional embedding
+        N(0, 0.01) and text projection N(0, width^-0.5) are open_clip's, unchanged. (``open_clip``: StableRep's init.)"""
+        mlp = [self.image_proj] if isinstance(self.image_proj, nn.Sequential) else []
+        for m in [self.text, *mlp]:
+            for layer in m.modules():
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
+                elif isinstance(layer, nn.MultiheadAttention):
+                    nn.init.xavier_uniform_(layer.in_proj_weight)
+                    nn.init.zeros_(layer.in_proj_bias)
+        nn.init.normal_(self.text.token_embedding.weight, std=1.0)
 
     def embed_image(self, pooled: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.image_proj(pooled), dim=-1)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.distributed import all_gather_with_grad
+from benchmark.settings import Settings, check
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Batch:
     t5: torch.Tensor | None = None  # [B, T, d_t5] float32 frozen T5 features of the captions
     t5_valid: torch.Tensor | None = None  # [B, T] bool, False on padding
     t5_null: torch.Tensor | None = None  # [1, T, d_t5] T5("") (the official CFG null condition)
+    t5_null_valid: torch.Tensor | None = None  # [1, T] T5("")'s padding mask (model.text_pad_mask)
     caption_drop: torch.Tensor | None = None  # [B] bool: caption replaced by the null condition (CFG)
     clip_ids: torch.Tensor | None = None  # [B, 77] CLIP BPE token ids
 
@@ -123,27 +125,77 @@ class Masking:
         return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self) if f.name != "global_fraction"})
 
 
-class Objective(nn.Module):
-    """Base class. Subclasses set ``needs`` and ``defaults`` and implement ``losses``.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a trained model can do, declared by its objective and read by the loop, the sampler and the tasks."""
 
-    needs: subset of {"decoder", "t5", "clip_text", "teacher"}: what the loop must build and feed.
-    defaults: config overrides this objective implies (its table in the paper), e.g.
+    decoder: bool = False  # trains the decoder + diffusion head: it can generate (fid, clip_score, sample grid)
+    text_conditioned: bool = False  # the decoder reads captions (CFG applies); False: the null condition only
+    t5: bool = False  # the loop feeds frozen T5 features (captions, or T5("") as the null condition)
+    clip_text: bool = False  # owns a CLIP text tower ``self.clip`` (models.text.ClipHead): zero-shot, SAD
+    teacher: bool = False  # a frozen teacher reads the raw images (so no feature cache)
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return frozenset(k for k in ("decoder", "t5", "clip_text", "teacher") if getattr(self, k))
+
+
+@dataclass
+class ObjectiveSettings(Settings):
+    """The fields of an objective without hyperparameters; a plugin subclasses it with its own."""
+
+
+def mask_range(run: Any) -> tuple[float, float]:
+    """(min, max) masking ratio the run's schedule can draw (``none`` masks nothing): the settings' validate()
+    refuses a gated loss that could never be active (a diffusion loss needs a group masked >= gamma, a CLIP loss a
+    sample masked <= phi) instead of training a run whose loss stays 0 and calling it completed (issue 14)."""
+    s = run.schedule
+    return (0.0, 0.0) if s.name == "none" else (float(getattr(s, "low", 0.0)), float(getattr(s, "high", 1.0)))
+
+
+def check_diffusion_active(settings: Any, run: Any) -> None:
+    top = mask_range(run)[1]
+    check(settings.diff_weight == 0 or top >= settings.gamma - 1e-9,
+          f"the diffusion loss can never be active: schedule {run.schedule.name!r} masks at most {top:g} < "
+          f"objective.gamma={settings.gamma:g}; raise schedule.high or lower objective.gamma")
+
+
+class Objective(nn.Module):
+    """Base class. Subclasses declare ``Settings`` (their fields), ``capabilities``, ``defaults`` and implement
+    ``losses``.
+
+    Settings: a dataclass subclassing ObjectiveSettings; ``--set objective.<field>=`` is checked against it.
+    capabilities: what the model can do (``Capabilities``); ``needs`` (the older spelling, a subset of
+        {"decoder", "t5", "clip_text", "teacher"}) is derived from it, or it from ``needs``.
+    defaults: overrides of the other sections this objective implies (its table in the paper), e.g.
         {"train.weight_decay": 0.04, "schedule.name": "wm"}; users' flags still win.
+    recipes: per recipe, more overrides (e.g. DREAM: {"paper": {"schedule.sigma": 0.55}}).
     """
 
     name: ClassVar[str] = ""
+    Settings: ClassVar[type[ObjectiveSettings]] = ObjectiveSettings
+    capabilities: ClassVar[Capabilities] = Capabilities()
     needs: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {}
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, cfg, backbone: nn.Module) -> None:
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "capabilities" not in cls.__dict__ and "needs" in cls.__dict__:  # a plugin written against `needs`
+            n = cls.__dict__["needs"]
+            cls.capabilities = Capabilities(decoder="decoder" in n, text_conditioned="decoder" in n and "t5" in n,
+                                            t5="t5" in n, clip_text="clip_text" in n, teacher="teacher" in n)
+        cls.needs = cls.capabilities.needs
+
+    def __init__(self, cfg: ObjectiveSettings, backbone: nn.Module) -> None:
         super().__init__()
-        self.cfg = cfg  # the ObjectiveConfig section
+        self.cfg = cfg  # this objective's Settings
 
     def plan(self, mask: Masking, backbone: nn.Module) -> Masking:
         """Host side, before the step: the mask's plan for this objective's gates (``objective.gamma`` for a
         decoder, ``objective.phi`` for a CLIP head). Override when an objective gates on something else."""
-        gamma = getattr(self.cfg, "gamma", None) if "decoder" in self.needs else None
-        phi = getattr(self.cfg, "phi", None) if hasattr(self, "clip") else None
+        gamma = getattr(self.cfg, "gamma", None) if self.capabilities.decoder else None
+        phi = getattr(self.cfg, "phi", None) if self.capabilities.clip_text else None
         return mask.plan(gamma, phi, backbone.cfg.diffusion_batch_mul)
 
     def losses(self, batch: Batch, backbone: nn.Module, mask: Masking,
@@ -189,11 +241,13 @@ def generative_loss(backbone: nn.Module, batch: Batch, enc, mask: Masking, condi
     the null condition to every sample: aligned once and broadcast over the batch."""
     if not mask.diffuse:
         return batch.tokens.new_zeros(())
-    if conditional:
+    pad_mask = backbone.cfg.text_pad_mask
+    if conditional:  # a dropped caption takes the null condition and its padding mask (as the sampler's null half)
         t5 = backbone.condition(batch.t5, batch.caption_drop, batch.t5_null)
-        valid = batch.t5_valid if backbone.cfg.text_pad_mask else None
-    else:
-        t5, valid = backbone.null_condition(batch.t5_null, 1), None  # [1, T, d]: one row for the batch
+        valid = backbone.condition_valid(batch.t5_valid, batch.caption_drop, batch.t5_null_valid) if pad_mask else None
+    else:  # [1, T, d]: one row for the whole batch
+        t5 = backbone.null_condition(batch.t5_null, 1)
+        valid = backbone.null_valid(batch.t5_null_valid, 1, t5.shape[1]) if pad_mask else None
     text = backbone.align_text(t5, valid)
     z = backbone.decode(enc, text, valid)
     return diffusion_loss(backbone, z, batch.tokens, mask)

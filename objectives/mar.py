@@ -3,8 +3,8 @@ null condition (no caption), so it is an unconditional masked autoregressive mod
 
 from __future__ import annotations
 
-from benchmark.objectives.base import Objective, generative_loss
-from benchmark.objectives.fluid import FX_MAR
+from benchmark.objectives.base import Capabilities, Objective, generative_loss
+from benchmark.objectives.fluid import FX_MAR, DiffusionSettings
 
 from benchmark.registry import register_objective
 
@@ -13,8 +13,9 @@ from benchmark.registry import register_objective
 class MAR(Objective):
     """Unconditional MAR: diffusion loss on masked tokens, null condition only."""
 
-    needs = frozenset({"decoder", "t5"})  # T5 only for the empty-caption null condition
-    defaults = {**FX_MAR, "train.weight_decay": 0.02, "objective.gamma": 0.0}
+    Settings = DiffusionSettings
+    capabilities = Capabilities(decoder=True, t5=True)  # T5 only for the empty-caption null condition
+    defaults = {**FX_MAR, "train.weight_decay": 0.02}  # Table 19
 
     def losses(self, batch, backbone, mask, progress):
         enc = backbone.encode(batch.tokens, mask)

@@ -7,22 +7,42 @@ REPA's -cos differs by a constant).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from benchmark.models.teacher import Teacher
-from benchmark.objectives.base import Objective, generative_loss
-from benchmark.objectives.fluid import FX_MAR
+from benchmark.objectives.base import Capabilities, Objective, generative_loss
+from benchmark.objectives.fluid import FX_MAR, DiffusionSettings
 from torch import nn
 
 from benchmark.registry import register_objective
+from benchmark.settings import check, choice, paper
+
+
+@dataclass
+class RepaSettings(DiffusionSettings):
+    repa_weight: float = 0.5  # Table 20 "Weight on REPA loss"
+    repa_layer: int = paper(8, 6)  # official block 8 (DINOv2-B); paper layer 6 (CLIP-L), §4.3, Tables 7, 8
+    repa_teacher: str = paper("dinov2_b", "clip_l")  # dinov2_b | clip_l | tiny (random frozen stand-in)
+    repa_teacher_path: str = field(default="", metadata={"run_id": False})  # local weights; env DREAM_BENCH_REPA_TEACHER
+    repa_proj_dim: int = 2048
+
+    def validate(self, run) -> None:
+        super().validate(run)
+        choice("objective.repa_teacher", self.repa_teacher, ("dinov2_b", "clip_l", "tiny"))
+        check(1 <= self.repa_layer <= run.encoder_depth, f"objective.repa_layer must be in [1, {run.encoder_depth}]")
+        check(self.repa_weight >= 0, f"objective.repa_weight must be >= 0, got {self.repa_weight}")
+        check(self.diff_weight > 0 or self.repa_weight > 0, "objective.diff_weight and repa_weight are both 0: no loss")
 
 
 @register_objective("repa")
 class REPA(Objective):
     """FLUID + alignment of encoder tokens to a frozen teacher (Alg. 2)."""
 
-    needs = frozenset({"decoder", "t5", "teacher"})
-    defaults = {**FX_MAR, "train.weight_decay": 0.02, "objective.gamma": 0.0}  # Table 20
+    Settings = RepaSettings
+    capabilities = Capabilities(decoder=True, text_conditioned=True, t5=True, teacher=True)
+    defaults = {**FX_MAR, "train.weight_decay": 0.02}  # Table 20
 
     def __init__(self, cfg, backbone):
         super().__init__(cfg, backbone)

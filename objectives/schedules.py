@@ -7,11 +7,13 @@ a torch.Generator, so a checkpointed generator state reproduces the draws exactl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from benchmark.registry import register_schedule
+from benchmark.settings import Settings, check, paper
 
 
 def truncated_normal(n: int, mean: float, sigma: float, low: float, high: float,
@@ -25,12 +27,35 @@ def truncated_normal(n: int, mean: float, sigma: float, low: float, high: float,
     return x.clamp(low, high)  # only guards rounding at the bounds
 
 
+@dataclass
+class MaskingSettings(Settings):
+    """The fields of the built-in schedules (one family, so that Table 4 swaps only the schedule). The values are
+    Table 21's (DREAM); an objective's ``defaults`` may change them (MAR/FLUID/REPA: FX, σ 0.25 on [0.7, 1])."""
+
+    sigma: float = 0.45  # σ: official 0.45 (and the ablations); DREAM's main results 0.55 (§3.3, DREAM.recipes)
+    low: float = 0.0  # Table 21 "Masking ratio (min)"
+    high: float = 1.0  # Table 21 "Masking ratio (max)"
+    mean: float = 1.0  # FX centre (§8.1, §9.4.4)
+    warmup_epochs: float = 36.0  # Table 21 "Masking warmup epochs"
+    warmup_start: float = 0.0
+    # samples sharing one ratio: official = per-GPU batch 64; paper 1 ("samples that have > 50% masked")
+    group_size: int = paper(64, 1)
+
+    def validate(self, run) -> None:
+        check(self.sigma > 0, f"schedule.sigma must be > 0, got {self.sigma}")
+        check(0 <= self.low < self.high <= 1, f"schedule bounds need 0 <= low < high <= 1, got [{self.low}, {self.high}]")
+        check(self.warmup_epochs >= 0 and self.warmup_start >= 0, "schedule warmup epochs must be >= 0")
+        check(self.group_size >= 1, f"schedule.group_size must be >= 1, got {self.group_size}")
+
+
 class MaskingSchedule:
-    """``sample(n, progress, generator) -> ratios in [0, 1]``, one per group of samples."""
+    """``sample(n, progress, generator) -> ratios in [0, 1]``, one per group of samples. A schedule with
+    parameters of its own declares ``Settings``, a dataclass subclassing ``MaskingSettings``."""
 
     name: ClassVar[str] = ""
+    Settings: ClassVar[type[MaskingSettings]] = MaskingSettings
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: MaskingSettings) -> None:
         self.cfg = cfg
 
     def mean(self, progress: float) -> float:

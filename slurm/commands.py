@@ -29,8 +29,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="total optimizer steps of every point")
     p.add_argument("--tasks", default=None, help="override the tasks the table reads ('none' for training only)")
     p.add_argument("--out", default="results/runs", help="runs directory (default results/runs)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--seed", type=int, default=None, help="training seed of every point (default 0)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a config field of every point (repeatable)")
     p.add_argument("--force", action="store_true", help="redo completed points too")
     add_executor_args(p)
 

@@ -104,9 +104,33 @@ def executor_parameters(prof: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-def make_executor(kind: str, folder: str | Path, prof: dict[str, Any]) -> submitit.AutoExecutor:
+SLURM_COMMANDS = ("sbatch", "srun", "squeue")
+
+
+def missing_slurm() -> list[str]:
+    """The Slurm commands submission needs that are not on PATH."""
+    import shutil
+
+    return [c for c in SLURM_COMMANDS if shutil.which(c) is None]
+
+
+def make_executor(kind: str, folder: str | Path, prof: dict[str, Any], preview: bool = False) -> submitit.AutoExecutor:
     if kind not in EXECUTORS:
         raise ConfigError(f"--executor {kind!r} is not valid; choose one of: {', '.join(EXECUTORS)}")
+    if kind == "slurm" and missing_slurm() and not preview:
+        raise ConfigError(f"--executor slurm needs the Slurm commands {', '.join(missing_slurm())} on PATH (not found "
+                          f"here): submit from a cluster login node, or use --executor local, or --dry-run to plan")
+    if kind == "slurm" and preview:  # planning needs no cluster: submitit only checks for srun when it is built
+        from unittest import mock
+
+        from submitit.slurm.slurm import SlurmExecutor
+
+        with mock.patch.object(SlurmExecutor, "affinity", return_value=1):
+            return _build_executor(kind, folder, prof)
+    return _build_executor(kind, folder, prof)
+
+
+def _build_executor(kind: str, folder: str | Path, prof: dict[str, Any]) -> submitit.AutoExecutor:
     ex = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=prof["max_num_timeout"],
                                local_max_num_timeout=prof["max_num_timeout"])
     params = executor_parameters(prof)
@@ -122,7 +146,7 @@ def sbatch_preview(prof: dict[str, Any], folder: str | Path, n_tasks: int) -> st
     """The #SBATCH header submitit would write for an array of ``n_tasks`` (for --dry-run)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    ex = make_executor("slurm", folder, prof)  # AutoExecutor translates the standard names (time, mem, ...)
+    ex = make_executor("slurm", folder, prof, preview=True)  # AutoExecutor translates the standard names (time, mem)
     text = _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=str(folder),
                                map_count=n_tasks if n_tasks > 1 else None, **ex._executor.parameters)
     return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
@@ -145,10 +169,12 @@ class EvalJob(submitit.helpers.Checkpointable):
     """Evaluate a trained run (``eval --executor ...``); a requeued job evaluates the requested tasks again."""
 
     def __call__(self, run_dir: str, tasks: list[str], use_ema: bool = True) -> str:
+        from benchmark.records import RunLock
         from benchmark.run import evaluate, load_run, print_summary
 
-        comps, cfg, rec = load_run(Path(run_dir), use_ema=use_ema)
-        evaluate(comps, cfg, rec, tasks)
+        with RunLock(Path(run_dir), "eval", shared=True):  # as `eval` here: evaluations merge, never during training
+            comps, cfg, rec = load_run(Path(run_dir), use_ema=use_ema)
+            evaluate(comps, cfg, rec, tasks)
         print_summary(rec)
         return run_dir
 

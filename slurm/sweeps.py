@@ -44,7 +44,6 @@ def grid(name: str) -> list[Point]:
 def point_config(spec: dict[str, Any], cli: dict[str, Any]):
     """A grid point's RunConfig; ``cli`` holds the sweep command's own flags (preset, data, steps, tasks, out,
     seed, sets), which win over the point (a smaller preset or other data marks the table row with †)."""
-    from benchmark import registry
     from benchmark.config import build_config
 
     obj = spec["objective"]
@@ -58,8 +57,7 @@ def point_config(spec: dict[str, Any], cli: dict[str, Any]):
     if cli.get("seed") is not None:
         over["seed"] = int(cli["seed"])
     over.update(cli.get("sets") or {})
-    return build_config(obj, spec.get("schedule"), cli.get("preset") or spec["preset"], spec["recipe"], over,
-                        dict(getattr(registry.objectives.get(obj), "defaults", {})))
+    return build_config(obj, spec.get("schedule"), cli.get("preset") or spec["preset"], spec["recipe"], over)
 
 
 def plan(name: str, cli: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,9 +26,8 @@ _HASHES: dict[int, tuple[int, str]] = {}
 def checkpoint_hash(model: Any) -> str:
     """SHA-256 (16 hex digits) of the encoder weights and the CLIP image projection, if any."""
     modules = [model.backbone]
-    clip = getattr(model.objective, "clip", None)
-    if clip is not None:
-        modules.append(clip)
+    if model.objective.capabilities.clip_text:
+        modules.append(model.objective.clip)
     version = sum(int(p._version) for m in modules for p in m.parameters())  # changes on in-place updates
     key = id(model.model)
     if key in _HASHES and _HASHES[key][0] == version:

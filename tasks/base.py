@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+
+from benchmark.settings import Settings
+
+
+@dataclass
+class TaskSettings(Settings):
+    """A task's own fields, set with ``--set task.<task>.<field>=``. ``prefix``: the older spelling
+    ``eval.<prefix><field>`` (e.g. ``eval.ft_epochs``) still reaches them."""
+
+    prefix: ClassVar[str] = ""
 
 
 class Task:
@@ -16,6 +27,7 @@ class Task:
     and stores the metrics under the full name ``fid/coco`` (the tables' ``fid/coco.fid``)."""
 
     name: ClassVar[str] = ""
+    Settings: ClassVar[type[TaskSettings]] = TaskSettings  # read it in run() as cfg.task_settings(self.name)
     version: ClassVar[int] = 1
     higher_is_better: ClassVar[dict[str, bool]] = {}
     requires: ClassVar[tuple[str, ...]] = ()  # dataset keys; a missing one raises a clear error
@@ -37,9 +49,16 @@ class Task:
         return getattr(self, "_extra", {})  # a plugin overriding __init__ may skip super().__init__
 
 
+def objectives_with(capability: str) -> str:
+    """The registered objectives declaring ``capability`` (for messages: "needs a CLIP text tower (clip, dream)")."""
+    from benchmark import registry
+
+    return ", ".join(n for n in registry.objectives.names() if getattr(registry.objectives.get(n).capabilities, capability))
+
+
 def no_decoder_reason(model: Any) -> str | None:
     """``Task.applies`` for generation tasks: None when the objective trained a decoder to generate with."""
-    return None if hasattr(model.backbone, "head") else "the objective trains no decoder to generate with"
+    return None if model.objective.capabilities.decoder else "the objective trains no decoder to generate with"
 
 
 @torch.no_grad()

@@ -50,12 +50,12 @@ class ClipScore(Task):
     def applies(self, model, cfg) -> str | None:
         if no_decoder_reason(model):
             return no_decoder_reason(model)
-        if cfg.objective.name == "mar":  # Table 2: MAR has no text-to-image capability
-            return "MAR is unconditional: its images follow no caption"
+        if not model.objective.capabilities.text_conditioned:  # Table 2: MAR has no text-to-image capability
+            return f"{cfg.objective.name!r} is unconditional: its images follow no caption"
         return None
 
     def run(self, model, cfg) -> dict[str, float]:
-        from benchmark.generate import eval_prompts, external_clip, gen_spec, generated_folder, read_folder
+        from benchmark.tasks._generation import eval_prompts, external_clip, gen_spec, generated_folder, read_folder
 
         e = cfg.eval
         prompts, ref_folder, protocol = eval_prompts(cfg, self.variant)

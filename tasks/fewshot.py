@@ -17,15 +17,40 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from benchmark.tasks._features import cached, dataset_features
 from benchmark.tasks._logreg import logreg_predict, prototype_predict
-from benchmark.tasks.base import Task, extract_features
+from benchmark.tasks.base import Task, TaskSettings, extract_features
 
 from benchmark.config import ConfigError
 from benchmark.registry import register_task
+from benchmark.settings import check, choice
+
+
+@dataclass
+class FewShotSettings(TaskSettings):
+    """5-way 5-shot transfer (§4.2, Table 3). ``--set task.fewshot.<field>=`` (or ``eval.fewshot_<field>``)."""
+
+    prefix = "fewshot_"
+    sets: list[str] = field(default_factory=list)  # empty = all 14 sets of Table 3 (synthetic: 5 labels)
+    way: int = 5  # §4.2 "5-way, 5-shot"
+    shot: int = 5
+    query: int = 15  # queries per class (RFS; lgssl uses 6)
+    episodes: int = 2000  # anchors-eval §1.2 (RFS 600, lgssl 5000)
+    classifier: str = "logreg"  # logreg (the paper's "simple linear classifier", RFS) | proto (SimpleShot CL2N)
+    C: float = 1.0  # sklearn LogisticRegression C (RFS)
+    seed: int = 0  # episode sampling
+    split_seed: int = 0  # seeded train/test splits of the sets without an official one
+
+    def validate(self, run) -> None:
+        choice("task.fewshot.classifier", self.classifier, ("logreg", "proto"))
+        check(self.way >= 2 and self.shot >= 1 and self.query >= 1 and self.episodes >= 1,
+              "task.fewshot.way >= 2, task.fewshot.shot, query and episodes >= 1")
+        check(self.C > 0, f"task.fewshot.C must be > 0, got {self.C}")
+        check(self.seed >= 0 and self.split_seed >= 0, "task.fewshot.seed and task.fewshot.split_seed must be >= 0")
 
 SYNTHETIC_SETS = ("class", "shape", "color", "position", "background")
 
@@ -69,7 +94,7 @@ def evaluate_episodes(ftr: torch.Tensor, ytr: torch.Tensor, fte: torch.Tensor, y
     elif classifier == "proto":
         pred = prototype_predict(support, s_lab, queries, way)
     else:
-        raise ConfigError(f"eval.fewshot_classifier={classifier!r} is not valid; choose one of: logreg, proto")
+        raise ConfigError(f"task.fewshot.classifier={classifier!r} is not valid; choose one of: logreg, proto")
     acc = 100.0 * (pred == q_lab).double().mean(1)
     std = acc.std().item() if episodes > 1 else 0.0
     return {"mean": acc.mean().item(), "std": std, "ci95": 1.96 * std / math.sqrt(episodes), "queries": q}
@@ -79,6 +104,7 @@ def evaluate_episodes(ftr: torch.Tensor, ytr: torch.Tensor, fte: torch.Tensor, y
 class FewShot(Task):
     """5-way 5-shot accuracy on the 14 sets of Table 3 (``fewshot/<set>`` runs one set)."""
 
+    Settings = FewShotSettings
     version = 1
     higher_is_better = {k: True for k in ("avg", *(f"syn_{n}" for n in SYNTHETIC_SETS),
                                           "dtd", "caltech256", "sun397", "food101", "voc2007", "stl10", "flowers",
@@ -98,21 +124,21 @@ class FewShot(Task):
         return pools
 
     def run(self, model, cfg) -> dict[str, float]:
-        e = cfg.eval
-        self._extra = {"way": e.fewshot_way, "shot": e.fewshot_shot, "episodes": e.fewshot_episodes,
-                       "classifier": e.fewshot_classifier, "C": e.fewshot_C, "seed": e.fewshot_seed,
+        e, f = cfg.eval, cfg.task_settings("fewshot")
+        self._extra = {"way": f.way, "shot": f.shot, "episodes": f.episodes,
+                       "classifier": f.classifier, "C": f.C, "seed": f.seed,
                        "pool": e.lp_pool, "features": "cached centre crop", "data": cfg.data.name, "sets": {}}
         out: dict[str, float] = {}
         if cfg.data.name == "synthetic":
             pools = self._synthetic_pools(model, cfg)
             (ftr, ltr), (fte, lte) = pools["probe_train"], pools["probe_test"]
-            names = [self.variant.removeprefix("syn_")] if self.variant else list(e.fewshot_sets or SYNTHETIC_SETS)
+            names = [self.variant.removeprefix("syn_")] if self.variant else list(f.sets or SYNTHETIC_SETS)
             for name in names:
                 if name not in ltr:
                     raise ConfigError(f"unknown synthetic few-shot label {name!r}; valid: {', '.join(SYNTHETIC_SETS)}")
-                way = min(e.fewshot_way, int(ltr[name].max()) + 1)
-                r = evaluate_episodes(ftr, ltr[name], fte, lte[name], e.fewshot_episodes, way, e.fewshot_shot,
-                                      e.fewshot_query, e.fewshot_classifier, e.fewshot_C, e.fewshot_seed)
+                way = min(f.way, int(ltr[name].max()) + 1)
+                r = evaluate_episodes(ftr, ltr[name], fte, lte[name], f.episodes, way, f.shot,
+                                      f.query, f.classifier, f.C, f.seed)
                 self._record(out, f"syn_{name}", r, {"stands_in_for": "few-shot set", "label": name, "way": way,
                                                      "n_train": len(ftr), "n_test": len(fte)})
         else:
@@ -120,16 +146,16 @@ class FewShot(Task):
 
             root = e.fewshot_root or os.environ.get("DREAM_BENCH_FEWSHOT", "")
             imagenet = e.imagenet_root or os.environ.get("DREAM_BENCH_IMAGENET", "")
-            names = [self.variant] if self.variant else list(e.fewshot_sets or FEWSHOT_SETS)
+            names = [self.variant] if self.variant else list(f.sets or FEWSHOT_SETS)
             for name in names:
-                tr, te = load_fewshot(name, Path(root) if root else None, e.fewshot_split_seed,
+                tr, te = load_fewshot(name, Path(root) if root else None, f.split_seed,
                                       Path(imagenet) if imagenet else None)
                 size = cfg.model.image_size
                 ftr = dataset_features(model, tr, size, e.lp_pool, e.batch_size, cfg.data.num_workers)
                 fte = dataset_features(model, te, size, e.lp_pool, e.batch_size, cfg.data.num_workers)
-                r = evaluate_episodes(ftr, torch.tensor(tr.labels), fte, torch.tensor(te.labels), e.fewshot_episodes,
-                                      e.fewshot_way, e.fewshot_shot, e.fewshot_query, e.fewshot_classifier,
-                                      e.fewshot_C, e.fewshot_seed)
+                r = evaluate_episodes(ftr, torch.tensor(tr.labels), fte, torch.tensor(te.labels), f.episodes,
+                                      f.way, f.shot, f.query, f.classifier,
+                                      f.C, f.seed)
                 self._record(out, name, r, {"n_train": len(tr), "n_test": len(te), "classes": len(tr.classes),
                                             "split_hash": {"train": tr.split_hash, "test": te.split_hash}})
         means = [v for k, v in out.items() if not k.endswith(("_std", "_ci95"))]

@@ -123,7 +123,7 @@ class FID(Task):
         return no_decoder_reason(model)
 
     def run(self, model, cfg) -> dict[str, float]:
-        from benchmark.generate import eval_prompts, gen_spec, generated_folder
+        from benchmark.tasks._generation import eval_prompts, gen_spec, generated_folder
 
         e = cfg.eval
         prompts, ref_folder, protocol = eval_prompts(cfg, self.variant)

@@ -2,7 +2,7 @@
 
 Model: the trained encoder (a copy; the run's weights are untouched) -> mean pool (``eval.lp_pool``) -> a fresh
 LayerNorm (MAE's ``fc_norm`` of the global-pool path) -> Linear head (trunc-normal std 2e-5). Stochastic depth
-rises linearly to ``eval.ft_drop_path`` (0.2) over the encoder blocks. AdamW (0.9, 0.999), wd 0.05 except on
+rises linearly to ``task.ft.drop_path`` (0.2) over the encoder blocks. AdamW (0.9, 0.999), wd 0.05 except on
 1-D parameters, the buffer tokens and the position embedding; layer-wise lr decay 0.75 (BEiT): the buffer
 tokens, the input projection (and its LayerNorm) and the encoder position embedding are layer 0, block k is
 layer k + 1, the final norm, fc_norm and head get scale 1. lr = blr x batch / 256, per-iteration warmup + cosine
@@ -19,14 +19,46 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from dataclasses import asdict, dataclass
 
 import torch
-from benchmark.tasks.base import Task
+from benchmark.tasks.base import Task, TaskSettings
 from torch import nn
 
 from benchmark.registry import register_task
+from benchmark.settings import check
 
 _MEMORY: dict[str, nn.Module] = {}
+
+
+@dataclass
+class FineTuneSettings(TaskSettings):
+    """Table 23 (MAE/MAGE ``main_finetune``). ``--set task.ft.<field>=`` (or the older ``eval.ft_<field>``)."""
+
+    prefix = "ft_"
+    epochs: int = 50  # Table 23
+    warmup_epochs: int = 5  # Table 23
+    blr: float = 2.5e-4  # Table 23 "Base learning rate"; lr = blr x batch / 256
+    min_lr: float = 1e-6  # MAE/MAGE main_finetune --min_lr
+    batch: int = 1024  # Table 23
+    micro_batch: int = 0  # > 0: gradient accumulation of micro-batches up to batch
+    weight_decay: float = 0.05  # Table 23
+    beta2: float = 0.999  # Table 23 "Optimizer momentum" (0.9, 0.999)
+    layer_decay: float = 0.75  # Table 23 "Layer-wise LR decay"
+    smoothing: float = 0.1  # Table 23 "Label smoothing"
+    randaug: str = "rand-m9-mstd0.5-inc1"  # Table 23 "RandAug (9, 0.5)" (timm string of MAE/MAGE)
+    mixup: float = 0.8  # Table 23 "Mixup"
+    cutmix: float = 1.0  # Table 23 "CutMix"
+    reprob: float = 0.0  # Table 23 "Random erase"
+    drop_path: float = 0.2  # Table 23 "Drop path"
+    n_train: int = 0  # synthetic only: fine-tuning scenes (0 = eval.n_probe_train)
+
+    def validate(self, run) -> None:
+        check(self.micro_batch >= 0, f"task.ft.micro_batch must be >= 0, got {self.micro_batch}")
+        check(self.epochs >= 1 and 0 <= self.warmup_epochs <= self.epochs,
+              "task.ft.epochs >= 1, 0 <= task.ft.warmup_epochs <= task.ft.epochs")
+        check(0 < self.layer_decay <= 1, f"task.ft.layer_decay must be in (0, 1], got {self.layer_decay}")
+        check(0 <= self.drop_path < 1 and 0 <= self.smoothing < 1, "task.ft.drop_path and task.ft.smoothing must be in [0, 1)")
 
 
 class FineTuneModel(nn.Module):
@@ -94,7 +126,8 @@ def layer_decay_groups(model: FineTuneModel, weight_decay: float, layer_decay: f
 
 def _ft_key(cfg, ckpt: str) -> str:
     e = cfg.eval
-    keys = {k: v for k, v in vars(e).items() if k.startswith("ft_")} | {"pool": e.lp_pool, "seed": cfg.seed,
+    ft = {f"ft_{k}": v for k, v in asdict(cfg.task_settings("ft")).items() if k != "name"}  # the cache key of eval.ft_*
+    keys = ft | {"pool": e.lp_pool, "seed": cfg.seed,
                                                                         "data": cfg.data.name, "n_probe_train": e.n_probe_train}
     return ckpt + "-" + hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -119,7 +152,7 @@ def training_data(cfg):
         from benchmark.data import SYNTHETIC_SPLITS
         from benchmark.data.synthetic import SyntheticShapes
 
-        ds = SyntheticShapes(cfg.eval.ft_n_train or cfg.eval.n_probe_train, seed=SYNTHETIC_SPLITS["probe_train"],
+        ds = SyntheticShapes(cfg.task_settings("ft").n_train or cfg.eval.n_probe_train, seed=SYNTHETIC_SPLITS["probe_train"],
                              image_size=cfg.model.image_size)
         return ds.images, ds.labels["class"], len(ds.class_names), list(ds.class_names)
     from benchmark.data.evalsets import imagenet_root, load_imagenet
@@ -160,13 +193,14 @@ def finetune(model, cfg) -> tuple[FineTuneModel, dict]:
     from benchmark.records import atomic_torch_save
 
     e = cfg.eval
+    s = cfg.task_settings("ft")
     key = _ft_key(cfg, checkpoint_hash(model))
     images, labels, classes, names = training_data(cfg)
-    net = FineTuneModel(model.backbone, model.tokenizer, classes, e.lp_pool, e.ft_drop_path).to(model.device)
-    batch = min(e.ft_batch, len(labels))
+    net = FineTuneModel(model.backbone, model.tokenizer, classes, e.lp_pool, s.drop_path).to(model.device)
+    batch = min(s.batch, len(labels))
     iters = max(1, len(labels) // batch)
     info = {"key": key, "classes": classes, "class_names": names, "n_train": len(labels), "batch": batch,
-            "iters": iters * e.ft_epochs}
+            "iters": iters * s.epochs}
     path = cache_root() / "ft" / f"{key}.pt"
     if key in _MEMORY:
         return _MEMORY[key], info
@@ -176,34 +210,34 @@ def finetune(model, cfg) -> tuple[FineTuneModel, dict]:
         return net, info
     torch.manual_seed(cfg.seed)
     _patch_timm_posterize()
-    tf = create_transform(cfg.model.image_size, is_training=True, auto_augment=e.ft_randaug or None,
-                          interpolation="bicubic", re_prob=e.ft_reprob, re_mode="pixel", re_count=1,
+    tf = create_transform(cfg.model.image_size, is_training=True, auto_augment=s.randaug or None,
+                          interpolation="bicubic", re_prob=s.reprob, re_mode="pixel", re_count=1,
                           mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # -> [-1, 1], the tokenizer's range
-    mix = Mixup(mixup_alpha=e.ft_mixup, cutmix_alpha=e.ft_cutmix, prob=1.0, switch_prob=0.5, mode="batch",
-                label_smoothing=e.ft_smoothing, num_classes=classes) if e.ft_mixup > 0 or e.ft_cutmix > 0 else None
-    criterion = SoftTargetCrossEntropy() if mix else nn.CrossEntropyLoss(label_smoothing=e.ft_smoothing)
-    groups = layer_decay_groups(net, e.ft_weight_decay, e.ft_layer_decay)
+    mix = Mixup(mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, prob=1.0, switch_prob=0.5, mode="batch",
+                label_smoothing=s.smoothing, num_classes=classes) if s.mixup > 0 or s.cutmix > 0 else None
+    criterion = SoftTargetCrossEntropy() if mix else nn.CrossEntropyLoss(label_smoothing=s.smoothing)
+    groups = layer_decay_groups(net, s.weight_decay, s.layer_decay)
     opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=0.0,
-                            betas=(0.9, e.ft_beta2))
-    lr = e.ft_blr * batch / 256
-    total, warm = e.ft_epochs * iters, e.ft_warmup_epochs * iters
+                            betas=(0.9, s.beta2))
+    lr = s.blr * batch / 256
+    total, warm = s.epochs * iters, s.warmup_epochs * iters
     loader = torch.utils.data.DataLoader(_Train(images, labels, tf), batch_size=batch, shuffle=True, drop_last=True,
                                          num_workers=cfg.data.num_workers,
                                          generator=torch.Generator().manual_seed(cfg.seed))
     net.train()
     it, losses = 0, []
-    for _ in range(e.ft_epochs):
+    for _ in range(s.epochs):
         for x, y in loader:
             x, y = x.to(model.device), y.to(model.device)
             if mix is not None and len(x) % 2 == 0:  # timm's batch mixup needs an even batch
                 x, y = mix(x, y)
             elif mix is not None:
                 y = nn.functional.one_hot(y, classes).float()
-            cur = cosine_lr(it, total, warm, lr, e.ft_min_lr)
+            cur = cosine_lr(it, total, warm, lr, s.min_lr)
             for g in opt.param_groups:
                 g["lr"] = cur * g["lr_scale"]
             opt.zero_grad()
-            micro = e.ft_micro_batch if 0 < e.ft_micro_batch < len(x) else len(x)
+            micro = s.micro_batch if 0 < s.micro_batch < len(x) else len(x)
             total_loss = 0.0
             for i in range(0, len(x), micro):  # accumulation: mean loss over the full batch
                 loss = criterion(net.forward_float(x[i:i + micro]), y[i:i + micro]) * (len(x[i:i + micro]) / len(x))
@@ -250,17 +284,19 @@ def test_data(cfg):
 class FineTune(Task):
     """Top-1 (%) after end-to-end fine-tuning (Table 23) on ImageNet-1K (synthetic: the 48 classes)."""
 
+    Settings = FineTuneSettings
     version = 1
     higher_is_better = {"top1": True}
 
     def run(self, model, cfg) -> dict[str, float]:
         e = cfg.eval
+        s = cfg.task_settings("ft")
         net, info = finetune(model, cfg)
         images, labels = test_data(cfg)
         logits = predict_logits(net, images, e.batch_size, model.device, cfg.model.image_size, cfg.data.num_workers)
         self._extra = {k: v for k, v in info.items() if k != "class_names"} | {
-            "epochs": e.ft_epochs, "blr": e.ft_blr, "layer_decay": e.ft_layer_decay, "drop_path": e.ft_drop_path,
-            "mixup": e.ft_mixup, "cutmix": e.ft_cutmix, "smoothing": e.ft_smoothing, "randaug": e.ft_randaug,
+            "epochs": s.epochs, "blr": s.blr, "layer_decay": s.layer_decay, "drop_path": s.drop_path,
+            "mixup": s.mixup, "cutmix": s.cutmix, "smoothing": s.smoothing, "randaug": s.randaug,
             "n_test": len(labels), "data": cfg.data.name, "pool": e.lp_pool}
         top1 = 100.0 * (logits.argmax(1) == labels).float().mean().item()
         return {"top1": top1, "chance": 100.0 / info["classes"]}

@@ -5,7 +5,7 @@ embeddings are L2-normalised, averaged and renormalised; logits = 100 * image_em
 embedding is the CLIP-loss path of the objective: the encoder sees only the visible tokens of a random mask
 at ratio r, the output is mean-pooled (``objective.clip_pool`` at ``objective.clip_layer``) and projected by
 the CLIP image projection. Each image has a fixed random token order per seed (so the masks are nested across
-ratios, as in MAR's ordering); ratios 0.0, 0.1, ..., 0.9; the mean and std over ``eval.zeroshot_seeds`` seeds.
+ratios, as in MAR's ordering); ratios 0.0, 0.1, ..., 0.9; the mean and std over ``task.zeroshot.seeds`` seeds.
 
 Templates: ImageNet uses the 80 OpenAI templates and OpenAI class names (open_clip ships both). The synthetic
 data uses caption-style templates, "a {size} {class} {where} on a {background} background" over all sizes,
@@ -16,13 +16,29 @@ are the 48 shape x colour classes ("red circle").
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from benchmark.tasks._features import cached
-from benchmark.tasks.base import Task
+from benchmark.tasks.base import Task, TaskSettings, objectives_with
 
 from benchmark.config import ConfigError
 from benchmark.registry import register_task
+from benchmark.settings import check, choice
+
+
+@dataclass
+class ZeroShotSettings(TaskSettings):
+    """Fig. 7: zero-shot accuracy under masking. ``--set task.zeroshot.<field>=`` (or ``eval.zeroshot_<field>``)."""
+
+    prefix = "zeroshot_"
+    seeds: int = 3  # Fig. 7: mask seeds per ratio (>= 3)
+    templates: str = "auto"  # auto | openai (the 80 OpenAI ImageNet templates) | synthetic (caption-style)
+    n: int = 0  # images evaluated (0 = all of ImageNet val; synthetic: eval.n_probe_test)
+
+    def validate(self, run) -> None:
+        choice("task.zeroshot.templates", self.templates, ("auto", "openai", "synthetic"))
+        check(self.seeds >= 1 and self.n >= 0, "task.zeroshot.seeds must be >= 1 and task.zeroshot.n >= 0")
 
 RATIOS = tuple(round(0.1 * i, 1) for i in range(10))  # Fig. 7: 0.0 ... 0.9
 
@@ -74,17 +90,18 @@ def masked_embeddings(model, images: torch.Tensor, ratio: float, seed: int, batc
 class ZeroShot(Task):
     """Top-1 zero-shot accuracy (%) at masking ratios 0.0 ... 0.9 (Fig. 7)."""
 
+    Settings = ZeroShotSettings
     version = 1
     higher_is_better = {f"acc@{r:.1f}": True for r in RATIOS}
 
     def _data(self, model, cfg) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str], str]:
-        e = cfg.eval
-        kind = e.zeroshot_templates
+        e, z = cfg.eval, cfg.task_settings("zeroshot")
+        kind = z.templates
         if cfg.data.name == "synthetic":
             from benchmark.data import SYNTHETIC_SPLITS
             from benchmark.data.synthetic import CLASS_NAMES, SyntheticShapes
 
-            n = e.zeroshot_n or e.n_probe_test
+            n = z.n or e.n_probe_test
             ds = SyntheticShapes(n, seed=SYNTHETIC_SPLITS["probe_test"], image_size=cfg.model.image_size)
             if kind == "openai":
                 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
@@ -98,11 +115,11 @@ class ZeroShot(Task):
         from benchmark.data.evalsets import eval_transform, imagenet_root, load_imagenet
 
         if kind == "synthetic":
-            raise ConfigError("eval.zeroshot_templates=synthetic needs data=synthetic; use auto or openai")
+            raise ConfigError("task.zeroshot.templates=synthetic needs data=synthetic; use auto or openai")
         val = load_imagenet(imagenet_root(cfg), "val")
         idx = list(range(len(val)))
-        if e.zeroshot_n:  # an evenly spaced subset (every class keeps its share)
-            idx = idx[:: max(1, len(idx) // e.zeroshot_n)][: e.zeroshot_n]
+        if z.n:  # an evenly spaced subset (every class keeps its share)
+            idx = idx[:: max(1, len(idx) // z.n)][: z.n]
         val.transform = eval_transform(cfg.model.image_size)
         sub = torch.utils.data.Subset(val, idx)
         loader = torch.utils.data.DataLoader(sub, batch_size=e.batch_size, num_workers=cfg.data.num_workers)
@@ -112,19 +129,19 @@ class ZeroShot(Task):
             f"imagenet-val-{val.split_hash}-n{len(idx)}-openai"
 
     def applies(self, model, cfg) -> str | None:
-        if getattr(model.objective, "clip", None) is None:
-            return f"needs an objective with a CLIP text tower (clip, dream); {cfg.objective.name!r} has none"
+        if not model.objective.capabilities.clip_text:
+            return f"needs an objective with a CLIP text tower ({objectives_with('clip_text')}); {cfg.objective.name!r} has none"
         return None
 
     def run(self, model, cfg) -> dict[str, float]:
-        clip = getattr(model.objective, "clip", None)
-        if clip is None:
-            raise ConfigError(f"zeroshot needs an objective with a CLIP text tower (clip, dream); "
+        if not model.objective.capabilities.clip_text:
+            raise ConfigError(f"zeroshot needs an objective with a CLIP text tower ({objectives_with('clip_text')}); "
                               f"{cfg.objective.name!r} has none")
-        e = cfg.eval
+        clip = model.objective.clip
+        e, z = cfg.eval, cfg.task_settings("zeroshot")
         images, labels, classes, templates, key = self._data(model, cfg)
         W = text_classifier(clip, classes, templates, model.device)
-        seeds = list(range(e.zeroshot_seeds))
+        seeds = list(range(z.seeds))
         out: dict[str, float] = {}
         for r in RATIOS:
             accs = []
@@ -136,7 +153,7 @@ class ZeroShot(Task):
             acc = torch.tensor(accs, dtype=torch.float64)
             out[f"acc@{r:.1f}"] = acc.mean().item()
             out[f"acc@{r:.1f}_std"] = acc.std().item() if len(accs) > 1 else 0.0
-        self._extra = {"ratios": list(RATIOS), "seeds": e.zeroshot_seeds, "templates": len(templates),
+        self._extra = {"ratios": list(RATIOS), "seeds": z.seeds, "templates": len(templates),
                        "template_set": key.rsplit("-", 1)[-1], "classes": len(classes), "n": len(labels),
                        "pool": cfg.objective.clip_pool, "layer": cfg.objective.clip_layer, "data": cfg.data.name,
                        "chance": 100.0 / len(classes),

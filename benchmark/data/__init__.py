@@ -6,25 +6,11 @@ from a generator seeded by the step, so a resumed run sees exactly the batches i
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
-CACHE_ENV = "DREAM_BENCH_CACHE"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "dream-bench"))
-
-
-# Scene seeds of the synthetic splits: fixed, so every run sees the same data whatever its seed.
-SYNTHETIC_SPLITS = {"train": 0, "probe_train": 1, "probe_test": 2}
-
-
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
+from benchmark.data.common import CACHE_ENV, SYNTHETIC_SPLITS, cache_root, step_generator  # noqa: F401 (re-exported)
 
 
 class SyntheticTrainData:
@@ -57,7 +43,7 @@ class SyntheticTrainData:
         return {"images": images, "captions": captions, "index": idx}
 
 
-from benchmark.data.cc12m import CC12M_HELP, CC12MTrainData, cc12m_shards  # noqa: E402,F401  (re-exported)
+from benchmark.data.cc12m import CC12M_HELP, CC12MTrainData, cache_settings, cc12m_shards  # noqa: E402,F401  (re-exported)
 
 
 def build_train_data(cfg) -> SyntheticTrainData | CC12MTrainData:
@@ -66,10 +52,4 @@ def build_train_data(cfg) -> SyntheticTrainData | CC12MTrainData:
         return SyntheticTrainData(d.n_train, cfg.seed, cfg.model.image_size, d.hflip)
     return CC12MTrainData(d.root, cfg.seed, cfg.model.image_size, d.hflip, d.num_workers, shards=d.shards,
                           cached=d.cached, cache_dir=d.cache_dir, shuffle_buffer=d.shuffle_buffer,
-                          resampled=d.resampled, expect=_cache_settings(cfg) if d.cached else None)
-
-
-def _cache_settings(cfg) -> dict:
-    from benchmark.cache import cache_settings
-
-    return cache_settings(cfg)
+                          resampled=d.resampled, expect=cache_settings(cfg) if d.cached else None)

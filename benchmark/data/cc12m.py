@@ -85,6 +85,19 @@ def center_crop_arr(image, image_size: int):
     return arr[y:y + image_size, x:x + image_size]
 
 
+def clip_context(cfg: Any) -> int:
+    """The CLIP ids' length: the objective's CLIP head's (``objective.clip_context``), else the OpenAI tokenizer's
+    77 (§3.1): one cache serves every objective."""
+    return int(getattr(cfg.objective, "clip_context", 77))
+
+
+def cache_settings(cfg: Any) -> dict[str, Any]:
+    """What a cache depends on: a cache made with other values is another cache."""
+    m = cfg.model
+    return {"image_size": m.image_size, "crop": "adm_center_crop", "text_len": m.text_len, "t5_dim": m.t5_dim,
+            "clip_context": clip_context(cfg), "t5_dtype": "float16", "moments_dtype": "float32"}
+
+
 class SkipCounter:
     """webdataset handler: log the first few errors, count them all, and continue."""
 
@@ -241,7 +254,7 @@ class CC12MTrainData:
         return iter(loader)
 
     def batch(self, step: int, batch_size: int) -> dict[str, Any]:
-        from benchmark.data import step_generator
+        from benchmark.data.common import step_generator
 
         if self._it is None or batch_size != self._batch_size:
             self._it, self._batch_size = self._stream(step, batch_size), batch_size

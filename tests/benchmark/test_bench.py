@@ -52,7 +52,7 @@ def test_bench_train_json_reports_no_graph_break_and_no_sync(tmp_path, one_threa
     from benchmark.cli import main
     from benchmark.testing import small_overrides
 
-    sets = [x for k, v in small_overrides().items() if k.startswith("model.") for x in ("--set", f"{k}={v}")]
+    sets = [x for k, v in small_overrides("dream").items() if k.startswith("model.") for x in ("--set", f"{k}={v}")]
     args = ["bench", "train", "--objective", "dream", "--preset", "tiny", "--batch", "8", "--steps", "2",
             "--device", "cpu", *sets]
     assert main([*args, "--ratio", "0.5", "--json", str(tmp_path / "b.json")]) == 0
@@ -69,7 +69,7 @@ def test_bench_default_ratio_is_mid_warmup():
     from benchmark.bench import default_ratio
     from benchmark.config import build_config
 
-    cfg = build_config("dream", objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream")
     progress, ratio = default_ratio(registry.schedules.get("wm")(cfg.schedule), cfg)
     # WM: mean 0 -> 1 over the warm-up, so 0.5 half-way, and the truncated normal on [0, 1] is symmetric there
     assert progress == cfg.schedule.warmup_start + cfg.schedule.warmup_epochs / 2 and abs(ratio - 0.5) < 0.01

@@ -47,7 +47,7 @@ def setup(tmp_path_factory):
         "data.resampled": "false", "data.shuffle_buffer": 6, "model.tokenizer": "sd_vae",
         "model.vae_path": str(root / "vae"), "model.t5_path": str(t5), "model.image_size": 64,
         "model.patch_size": 2, "train.batch_size": 8, "train.caption_dropout": 0.3, "tasks": ""})
-    cfg = build_config("dream", overrides=over, objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream", overrides=over)
     return cfg, root, good
 
 

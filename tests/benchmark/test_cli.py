@@ -33,7 +33,7 @@ def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
 def test_missing_weights_error_says_how_to_provide_them(capsys, tmp_path):
     (tmp_path / "00000.tar").write_bytes(b"")  # data present, weights missing
     argv = ["run", "--preset", "L", "--data", "cc12m", "--set", f"data.root={tmp_path}", "--set",
-            "model.vae_path=/no/vae", "--out", str(tmp_path / "runs")]
+            "model.vae_path=/no/vae", "--tasks", "none", "--out", str(tmp_path / "runs")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "/no/vae" in err and len(err.strip().splitlines()) == 1
@@ -49,8 +49,13 @@ def test_list_shows_plugins_with_origins(capsys):
 
 
 def test_external_plugin_package_trains_through_the_cli(tmp_path):
-    """pip-install the example package (into a private folder), discover it by entry point, train 2 steps."""
+    """pip-install the example package (into a private folder), discover it by entry points, train 2 steps with its
+    objective's, schedule's and task's own settings: the objective's field reaches the loss, the record stores the
+    three plugins' settings, the field changes the run id, and an unknown field of the plugin exits 2 naming its fields."""
+    import json
     import shutil
+
+    from benchmark.testing import small_overrides
 
     target, src = tmp_path / "site", tmp_path / "src"
     shutil.copytree(REPO / "tests/plugins/dream_bench_example", src)  # the build leaves files beside the source
@@ -59,21 +64,46 @@ def test_external_plugin_package_trains_through_the_cli(tmp_path):
                    check=True, capture_output=True, timeout=300)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(REPO)])}
     env.pop("DREAM_BENCH_DISABLE_PLUGIN_AUTOLOAD", None)
-    listing = subprocess.run([sys.executable, "-m", "benchmark", "list", "objectives"], env=env, cwd=REPO,
-                             capture_output=True, text=True, timeout=300)
-    assert "masked_distill" in listing.stdout and "entry_point:dream-bench-example==0.1.0" in listing.stdout
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmark", "run", "--objective", "masked_distill", "--schedule", "cosine_wm",
-         "--steps", "2", "--tasks", "none", "--out", str(tmp_path / "runs"), "--set", "eval.samples=0"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "benchmark", *argv], env=env, cwd=REPO, capture_output=True,
+                              text=True, timeout=600)
+
+    listing = cli("list", "-v")
+    assert "masked_distill" in listing.stdout and "entry_point:dream-bench-example==0.2.0" in listing.stdout
+    for line in ("objective.distill_weight: float = 1.0", "schedule.final_mean: float = 1.0",
+                 "task.feature_norm.n_images: int = 64"):
+        assert line in listing.stdout, listing.stdout
+    small = [a for k, v in small_overrides().items() if not k.startswith("objective.") for a in ("--set", f"{k}={v}")]
+    args = ["--objective", "masked_distill", "--schedule", "cosine_wm", "--steps", "2", "--tasks", "feature_norm",
+            "--out", str(tmp_path / "runs"), *small, "--set", "schedule.final_mean=0.5",
+            "--set", "task.feature_norm.n_images=16"]
+    run = cli("run", *args, "--set", "objective.distill_weight=3")
     assert run.returncode == 0, run.stderr[-3000:]
     (rec,) = (tmp_path / "runs").glob("*/record.json")
-    import json
-
     data = json.loads(rec.read_text())
     assert data["status"] == "completed" and data["objective"] == "masked_distill"
     assert data["plugins"]["objective"]["origin"].startswith("entry_point:dream-bench-example")
-    assert data["train"]["loss_curve"][-1][0] == 2
+    step, logs = data["train"]["loss_curve"][-1]
+    assert step == 2 and logs["total"] == pytest.approx(3 * logs["distill"], rel=1e-5)  # the weight reaches the loss
+    c = data["config"]
+    assert c["objective"] == {"name": "masked_distill", "distill_weight": 3.0}
+    assert c["schedule"]["final_mean"] == 0.5 and c["task"]["feature_norm"]["n_images"] == 16
+    assert data["metrics"]["feature_norm"]["norm"] > 0 and data["tasks"]["feature_norm"]["n_images"] == 16
+    # the run id hashes the objective's settings: weight 3 is this run, weight 1 another
+    ids = subprocess.run([sys.executable, "-c", (
+        "import sys; from benchmark.cli import build_parser, config_from_args; from benchmark.config import run_id\n"
+        "for w in ('3', '1'):\n"
+        "    a = build_parser().parse_args(sys.argv[1:] + ['--set', 'objective.distill_weight=' + w])\n"
+        "    print(run_id(config_from_args(a)))"),
+        "run", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ids.returncode == 0, ids.stderr[-2000:]
+    same, other = ids.stdout.split()
+    assert same == data["run_id"] and other != same
+    bad = cli("run", *args, "--set", "objective.distill_wieght=3")
+    err = bad.stderr.strip()
+    assert bad.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "Did you mean distill_weight?" in err and "Valid fields of objective 'masked_distill': objective.distill_weight" in err
 
 
 def test_include_file_plugin(tmp_path):

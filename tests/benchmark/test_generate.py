@@ -34,13 +34,12 @@ def test_table6_rows_names_and_accounting():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from benchmark import registry
     from benchmark.run import execute
 
     out = tmp_path_factory.mktemp("gen")
     over = small_overrides(**{"out": str(out), "tasks": "", "train.steps": 2, "eval.sample_steps": 4,
                               "model.sample_steps": 5, "eval.gen_batch": 16})
-    cfg = build_config("dream", "wm", overrides=over, objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream", "wm", overrides=over)
     return execute(cfg)
 
 

@@ -189,14 +189,16 @@ def _records() -> list[dict]:
         # another preset than the paper's, same data: marked, Δ still shown
         _record("fluid-fx-B-cc12m-adad-s0", "fluid", "fx", {"lp": {"top1": 45.0}, "fid/cc12m": {"fid": 5.0}},
                 preset="B", **main),
-        # tiny/synthetic runs: filled but marked, never a reproduction, no Δ; synthetic stand-ins for FID / CS
-        _record("clip-none-tiny-synthetic-bbbb-s0", "clip", "none", {"lp": {"top1": 31.7}, "zeroshot": ZS}, **tiny),
-        _record("fluid-fx-tiny-synthetic-cccc-s0", "fluid", "fx", {"lp": {"top1": 12.5}, "fid": {"fd_ref": 35.2},
-                "clip_score": {"agreement": 20.0}}, **tiny),
+        # tiny/synthetic runs: filled but marked, never a reproduction, no Δ; their metrics carry synthetic names
+        _record("clip-none-tiny-synthetic-bbbb-s0", "clip", "none", {"lp/synthetic": {"top1": 31.7},
+                "zeroshot/synthetic": ZS}, **tiny),
+        _record("fluid-fx-tiny-synthetic-cccc-s0", "fluid", "fx", {"lp/synthetic": {"top1": 12.5},
+                "fid/synthetic": {"fd_ref": 35.2}, "clip_score/synthetic": {"agreement": 20.0}}, **tiny),
         _record("dream-wm-tiny-synthetic-dddd-s0", "dream", "wm", {
-            "lp": {"top1": 40.0}, "fewshot": {"syn_shapes": 55.0, "avg": 55.0, "avg_std": 1.5},
-            "seg": {"miou": 20.0, "pixacc": 60.0, "macc": 30.0}, "depth": {"rmse": 0.3, "arel": 0.1},
-            "fid/cc12m": {"fd_ref": 30.1}, "clip_score/cc12m": {"agreement": 25.0}, "zeroshot": ZS,
+            "lp/synthetic": {"top1": 40.0}, "fewshot/synthetic": {"syn_shapes": 55.0, "avg": 55.0, "avg_std": 1.5},
+            "seg/synthetic": {"miou": 20.0, "pixacc": 60.0, "macc": 30.0},
+            "depth/synthetic": {"rmse": 0.3, "arel": 0.1}, "fid/synthetic": {"fd_ref": 30.1},
+            "clip_score/synthetic": {"agreement": 25.0}, "zeroshot/synthetic": ZS,
             "sad/k1-nfe64-self": {"throughput": 12.5, "fd_ref": 31.0, "agreement": 24.0}}, **tiny),
         # DREAM-L ablations (official recipe, sigma 0.45)
         _record("dream-uni-L-cc12m-eeee-s0", "dream", "uni", {"lp": {"top1": 73.0}, "fid/cc12m": {"fid": 4.95}}),
@@ -303,12 +305,13 @@ def _tiny_runs(root: Path) -> Path:
     """What the embedded default leaves after tiny runs of three objectives (metrics as the tasks name them)."""
     tiny = {"preset": "tiny", "data": "synthetic"}
     for rec in [
-        _record("dream-wm-tiny-synthetic-1111-s0", "dream", "wm", {"lp": {"top1": 31.7}, "fid": {"fd_ref": 41.25},
-                "clip_score": {"agreement": 22.5}}, **tiny),
-        _record("dream-wm-tiny-synthetic-1112-s1", "dream", "wm", {"lp": {"top1": 30.1}, "fid": {"fd_ref": 43.75},
-                "clip_score": {"agreement": 27.5}}, seed=1, **tiny),
-        _record("clip-none-tiny-synthetic-2222-s0", "clip", "none", {"lp": {"top1": 32.6}}, **tiny),
-        _record("fluid-fx-tiny-synthetic-3333-s0", "fluid", "fx", {"lp": {"top1": 11.0}, "fid": {"fd_ref": 52.0}}, **tiny),
+        _record("dream-wm-tiny-synthetic-1111-s0", "dream", "wm", {"lp/synthetic": {"top1": 31.7},
+                "fid/synthetic": {"fd_ref": 41.25}, "clip_score/synthetic": {"agreement": 22.5}}, **tiny),
+        _record("dream-wm-tiny-synthetic-1112-s1", "dream", "wm", {"lp/synthetic": {"top1": 30.1},
+                "fid/synthetic": {"fd_ref": 43.75}, "clip_score/synthetic": {"agreement": 27.5}}, seed=1, **tiny),
+        _record("clip-none-tiny-synthetic-2222-s0", "clip", "none", {"lp/synthetic": {"top1": 32.6}}, **tiny),
+        _record("fluid-fx-tiny-synthetic-3333-s0", "fluid", "fx", {"lp/synthetic": {"top1": 11.0},
+                "fid/synthetic": {"fd_ref": 52.0}}, **tiny),
     ]:
         _write(root, rec)
     return root
@@ -323,12 +326,15 @@ def test_embedded_default_table_2(tmp_path, monkeypatch):
     assert not d["reproduction"] and d["differs"]["data"] == ["synthetic"]
     lp, fid, cs = d["cells"]["LP IN-1K"], d["cells"]["CC12M FID"], d["cells"]["CC12M CS"]
     assert lp["ours"] == pytest.approx((31.7 + 30.1) / 2) and lp["std"] == pytest.approx(abs(31.7 - 30.1) / 2 ** 0.5)
-    assert lp["delta"] is None  # another data set: no Δ
-    assert fid["metric"] == "fid.fd_ref" and fid["other"] and fid["ours"] == 42.5 and fid["delta"] is None
-    assert cs["metric"] == "clip_score.agreement" and cs["other"] and cs["ours"] == 25.0
+    assert lp["delta"] is None and lp["metric"] == "lp/synthetic.top1" and lp["other"]  # the stand-in, marked
+    assert fid["metric"] == "fid/synthetic.fd_ref" and fid["other"] and fid["ours"] == 42.5 and fid["delta"] is None
+    assert cs["metric"] == "clip_score/synthetic.agreement" and cs["other"] and cs["ours"] == 25.0
     md = build_table(2, runs, "md")
     assert "| 42.50 ± 1.77 ‡ | 4.25 | — |" in md  # fd_ref is never shown as the paper's FID
-    assert "fid.fd_ref = Fréchet distance in a synthetic reference network's features, not FID; no Δ" in md
+    assert "fid/synthetic.fd_ref = Fréchet distance in a synthetic reference network's features, not FID; no Δ" in md
+    assert "lp/synthetic.top1 = measured on the synthetic stand-in data" in md
+    # footnotes recommend only commands that can run: the stand-ins for synthetic runs, never fid/coco there
+    assert "--tasks fid/coco" not in md and "no synthetic stand-in; real data only" in md
 
 
 def test_sad_rows_at_other_decoding_steps(tmp_path):
@@ -419,7 +425,7 @@ def test_figure_series_and_run_choice(runs):
     from benchmark import figures
 
     recs = load_records(runs)
-    clip, mark = figures._runs(recs, {"objective": "clip", "schedule": "none"}, tables.ABL, ("zeroshot",))
+    clip, mark = figures._runs(recs, {"objective": "clip", "schedule": "none"}, tables.ABL, ("zeroshot", "zeroshot/synthetic"))
     assert [r["run_id"] for r in clip] == ["clip-none-tiny-synthetic-bbbb-s0"] and mark == " †"
     dream, mark = figures._runs(recs, tables.BASE, tables.ABL, ("lp", "fid/cc12m"))
     assert [r["run_id"] for r in dream] == ["dream-wm-L-cc12m-ffff-s0", "dream-wm-L-cc12m-ffff-s1"] and mark == ""

@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make_cfg(tmp_path, objective="dream", **extra):
-    over = small_overrides(**{"out": str(tmp_path), "tasks": "", **extra})
-    return build_config(objective, overrides=over, objective_defaults=registry.objectives.get(objective).defaults)
+    over = small_overrides(objective, **{"out": str(tmp_path), "tasks": "", **extra})
+    return build_config(objective, overrides=over)
 
 
 def final_state(run_dir):
@@ -62,7 +62,7 @@ def test_rerun_is_idempotent_and_checkpoint_requires_resume(tmp_path):
     more = make_cfg(tmp_path, **{"train.steps": 4, "train.ckpt_every": 2, "tasks": "lp", "eval.lp_epochs": 2})
     assert execute(more) == run
     rec = json.loads((run / "record.json").read_text())
-    assert (run / "checkpoint.pt").stat().st_mtime == mtime and "top1" in rec["metrics"]["lp"]
+    assert (run / "checkpoint.pt").stat().st_mtime == mtime and "top1" in rec["metrics"]["lp/synthetic"]
 
 
 def test_kill_and_resume_through_the_cli(tmp_path):
@@ -161,12 +161,12 @@ def test_tasks_that_do_not_apply_are_recorded_not_fatal(tmp_path):
     run = execute(cfg)
     rec = json.loads((run / "record.json").read_text())
     assert rec["status"] == "completed"
-    assert {t: rec["tasks"][t]["status"] for t in ("fid", "clip_score")} == {"fid": "not_applicable",
-                                                                            "clip_score": "not_applicable"}
+    assert {t: rec["tasks"][t + "/synthetic"]["status"] for t in ("fid", "clip_score")} == {
+        "fid": "not_applicable", "clip_score": "not_applicable"}
     cfg = make_cfg(tmp_path, "mar", **{"train.steps": 2, "tasks": "zeroshot,clip_score"})
     rec = json.loads((execute(cfg) / "record.json").read_text())
-    assert rec["status"] == "completed" and "CLIP text tower" in rec["tasks"]["zeroshot"]["reason"]
-    assert rec["tasks"]["zeroshot"]["status"] == rec["tasks"]["clip_score"]["status"] == "not_applicable"
+    assert rec["status"] == "completed" and "CLIP text tower" in rec["tasks"]["zeroshot/synthetic"]["reason"]
+    assert rec["tasks"]["zeroshot/synthetic"]["status"] == rec["tasks"]["clip_score/synthetic"]["status"] == "not_applicable"
 
 
 def test_ema_snapshots_over_training_are_evaluated_as_task_at_epoch(tmp_path):
@@ -187,5 +187,33 @@ def test_ema_snapshots_over_training_are_evaluated_as_task_at_epoch(tmp_path):
     rec = json.loads((run / "record.json").read_text())
     from benchmark.tasks.lp import LinearProbe
 
-    assert "top1" in rec["metrics"]["lp@2"] and rec["tasks"]["lp@2"]["version"] == LinearProbe.version
+    assert "top1" in rec["metrics"]["lp/synthetic@2"] and rec["tasks"]["lp/synthetic@2"]["version"] == LinearProbe.version
     assert main(["eval", "--run", str(run), "--epoch", "5", "--tasks", "lp"]) == 2  # no such snapshot: one line
+
+
+@pytest.mark.parametrize("recipe", ["official", "paper"])
+def test_logit_scale_weight_decay_follows_the_recipe(recipe):
+    """The released add_weight_decay excludes len(shape) == 1 tensors, so the 0-d CLIP temperature is decayed;
+    the paper recipe (open_clip/StableRep) keeps it out. 1-d tensors and biases are never decayed."""
+    from benchmark.train import build_model, param_groups
+
+    cfg = build_config("dream", recipe=recipe, overrides=small_overrides())
+    model = build_model(cfg)
+    no_decay, decay = param_groups(model, 0.04, cfg.train.decay_logit_scale)
+    ids = {id(p) for p in decay["params"]}
+    assert (id(model.objective.clip.logit_scale) in ids) == (recipe == "official")
+    assert id(model.backbone.encoder_norm.weight) not in ids and id(model.backbone.z_proj.bias) not in ids
+    assert id(model.backbone.encoder_pos) in ids and decay["weight_decay"] == 0.04 and no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("objective", ["dream", "clip"])
+def test_gradient_accumulation_with_a_contrastive_loss_is_refused(objective, capsys, tmp_path):
+    """Micro-batches would change the CLIP loss (its negatives and BatchNorm statistics): one line, exit 2."""
+    from benchmark.cli import main
+
+    over = small_overrides(**{"train.accum_steps": 2, "train.steps": 2})
+    argv = ["run", "--objective", objective, "--tasks", "none", "--out", str(tmp_path)]
+    rc = main([*argv, *(a for k, v in over.items() for a in ("--set", f"{k}={v}"))])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "train.accum_steps=2" in err and "CLIP loss" in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

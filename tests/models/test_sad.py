@@ -107,7 +107,7 @@ def test_self_scorer_is_the_clip_loss_embedding():
 
     bb = tiny_backbone()
     cfg = build_config("dream", overrides={"model.width": "32", "model.depth": "2", "model.heads": "2",
-                                           "objective.repa_layer": "1", "objective.clip_text_width": "32",
+                                           "objective.clip_text_width": "32",
                                            "objective.clip_text_layers": "1", "objective.clip_text_heads": "2",
                                            "objective.proj_hidden": "32", "objective.embed_dim": "16",
                                            "objective.clip_context": "32"})

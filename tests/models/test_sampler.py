@@ -15,8 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.
 def tiny_backbone(seed: int = 0) -> Backbone:
     cfg = build_config("dream", overrides={"model.width": "32", "model.depth": "2", "model.heads": "2",
                                            "model.buffer_tokens": "2", "model.head_width": "32", "model.head_depth": "1",
-                                           "model.aligner_depth": "1", "model.sample_steps": "4",
-                                           "objective.repa_layer": "1"})
+                                           "model.aligner_depth": "1", "model.sample_steps": "4"})
     torch.manual_seed(seed)
     return Backbone(cfg.model, 64, 48).eval()
 
@@ -86,3 +85,89 @@ def test_unguided_batch_and_determinism():
     b = sample_tokens(bb, t5, null, steps=4, cfg=1.0, generator=torch.Generator().manual_seed(5))
     c = sample_tokens(bb, t5, null, steps=4, cfg=1.0, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_null_half_uses_the_null_captions_padding_mask():
+    """With a padding mask the guided null half attends what a dropped caption attends in training: T5("")'s mask."""
+    from benchmark.models.sampler import init_decoding
+
+    bb = tiny_backbone()
+    g = torch.Generator().manual_seed(3)
+    t5, null = torch.randn(2, 32, 64, generator=g), torch.randn(1, 32, 64, generator=g)
+    valid = torch.arange(32)[None] < torch.tensor([[9], [20]])
+    null_valid = torch.arange(32)[None] < 1
+    with torch.no_grad():
+        state = init_decoding(bb, t5, null, cfg=3.0, generator=g, t5_valid=valid, t5_null_valid=null_valid)
+        assert torch.equal(state.text_valid, torch.cat([valid, null_valid.expand(2, -1)]))
+        ref = bb.align_text(null.expand(2, -1, -1), null_valid.expand(2, -1))
+        assert torch.allclose(state.text[2:], ref, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def memorised():
+    """A small DREAM model trained by the real step (prepare_batch, masking, objective losses) to memorise two
+    captioned scenes with large objects: ~10 s on one core."""
+    from benchmark import registry
+    from benchmark.data.synthetic import Scene, SceneObject, caption, render
+    from benchmark.train import build, param_groups, prepare_batch, sample_masking
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    scenes = [Scene(SceneObject("square", "red", "large", "top left", 0.3, 0.3, 0.3, 1.0, 1.5), None, "navy"),
+              Scene(SceneObject("circle", "yellow", "large", "bottom right", 0.68, 0.68, 0.3, 1.0, 1.5), None, "gray")]
+    r = render(scenes, 16)
+    images, captions = r["image"].float() / 127.5 - 1, [caption(s) for s in scenes]
+    over = {"model.image_size": 16, "model.patch_size": 4, "model.width": 64, "model.depth": 2, "model.heads": 2,
+            "model.buffer_tokens": 2, "model.head_width": 64, "model.head_depth": 2, "model.aligner_depth": 1,
+            "model.sample_steps": 20, "objective.clip_weight": 0.0, "objective.gamma": 0.0,
+            "schedule.name": "uni", "schedule.low": 0.5, "schedule.group_size": 1, "train.caption_dropout": 0.0}
+    cfg = build_config("dream", overrides=over)
+    torch.manual_seed(0)
+    comps = build(cfg, torch.device("cpu"))
+    raw = {"images": images.repeat(4, 1, 1, 1), "captions": captions * 4}
+    sched = registry.schedules.get("uni")(cfg.schedule)
+    opt = torch.optim.AdamW(param_groups(comps.model, 0.0), lr=3e-3)
+    for step in range(200):
+        out = comps.model(prepare_batch(comps, raw, step), sample_masking(cfg, sched, 8, 16, 1.0, step, 0, comps.device), 1.0)
+        opt.zero_grad()
+        out["total"].backward()
+        opt.step()
+    comps.model.eval()
+    yield comps, cfg, images, r["seg"] > 0, captions
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+def test_sampler_reproduces_what_the_model_memorised(memorised, cfg_scale):
+    """Bug vs budget (issue 15): after memorising two scenes, MAR decoding + the diffusion head + unpatchify give
+    back each caption's own scene, objects included: the sampling path loses nothing the model has learned."""
+    comps, cfg, images, seg, captions = memorised
+    t5, _ = comps.t5.encode(captions)
+    with torch.no_grad():
+        tokens = sample_tokens(comps.backbone, t5, comps.t5_null, steps=4, cfg=cfg_scale, temperature=1.0,
+                               generator=torch.Generator().manual_seed(0))
+    out = comps.tokenizer.decode(tokens)
+    for i in range(2):
+        own, other = (out[i] - images[i]).abs().mean(), (out[i] - images[1 - i]).abs().mean()
+        obj = (out[i] - images[i]).abs().mean(0)[seg[i]].mean()  # error on the object's pixels
+        flat = (images[i][:, ~seg[i]].mean(1)[:, None] - images[i][:, seg[i]]).abs().mean()  # a background-only image's
+        assert own < 0.75 * other, (i, own, other)
+        assert obj < 0.6 * flat, (i, obj, flat)
+
+
+def test_sample_grid_shows_objects_not_one_flat_colour(memorised, tmp_path):
+    """The grid the default run writes (samples.png): every image has object pixels, not only its background."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmark.run import write_sample_grid
+
+    comps, cfg, images, seg, captions = memorised
+    write_sample_grid(comps, cfg, tmp_path / "samples.png", captions)
+    grid = torch.from_numpy(np.array(Image.open(tmp_path / "samples.png").convert("RGB"))).permute(2, 0, 1).float()
+    for i in range(2):  # nrow = 1: images stacked vertically with 1 px padding
+        img = grid[:, 1 + 17 * i:17 + 17 * i, 1:17]
+        median = img.flatten(1).median(dim=1).values[:, None, None]
+        far = (img - median).norm(dim=0) > 60  # pixels far from the image's dominant colour
+        assert far.float().mean() > 0.15, (i, far.float().mean())  # the scenes' objects cover ~30 % of the pixels
+        assert ((far == seg[i]).float().mean()) > 0.8  # ... and sit where the caption put them

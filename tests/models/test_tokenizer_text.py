@@ -61,3 +61,27 @@ def test_tiny_t5_and_clip_head():
     e = head.embed_text(ids)
     assert e.shape == (2, 64) and torch.allclose(e.norm(dim=-1), torch.ones(2), atol=1e-5)
     assert head.scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
+
+
+@pytest.mark.parametrize("recipe", ["official", "paper"])
+def test_clip_text_tower_init_follows_the_recipe(recipe):
+    """official = the released code (MAR's xavier over every Linear, zero biases, token embedding at PyTorch's
+    N(0, 1)); paper = open_clip/StableRep's init (token embedding N(0, 0.02), normal Linear weights)."""
+    from benchmark.models.text import ClipHead
+
+    from benchmark.config import build_config
+
+    torch.manual_seed(0)
+    head = ClipHead(build_config("dream", recipe=recipe).objective, 128)
+    tok = head.text.token_embedding.weight
+    fc = head.text.transformer.resblocks[0].mlp.c_fc
+    bound = (6 / (fc.in_features + fc.out_features)) ** 0.5  # xavier-uniform's limit
+    if recipe == "official":
+        assert tok.std().item() == pytest.approx(1.0, rel=0.05)
+        assert fc.weight.abs().max().item() <= bound and fc.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+        assert float(fc.bias.detach().abs().max()) == 0.0
+        lin = head.image_proj[0]  # the projection MLP is inside the released model too
+        assert lin.weight.abs().max().item() <= (6 / (lin.in_features + lin.out_features)) ** 0.5
+    else:
+        assert tok.std().item() == pytest.approx(0.02, rel=0.05)
+        assert fc.weight.std().item() == pytest.approx((2 * fc.in_features) ** -0.5, rel=0.05)

@@ -105,3 +105,46 @@ def test_diffusion_loss_reads_only_masked_tokens_of_selected_groups():
     rows = mask & torch.tensor([False, False, True, True])[:, None]
     per = bb.head(target[rows].repeat(4, 1), z[rows].repeat(4, 1), generator=g)
     assert base.item() == pytest.approx(per.mean().item() / 2, rel=1e-5)
+
+
+def _padded_text(b: int, t: int = 8, d: int = 64, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    t5, null = torch.randn(b, t, d, generator=g), torch.randn(1, t, d, generator=g)
+    valid = torch.arange(t)[None] < torch.tensor([5, 3, 8, 6][:b])[:, None]
+    null_valid = torch.arange(t)[None] < 1  # T5(""): its </s> only
+    return t5, valid, null, null_valid
+
+
+def test_dropped_caption_uses_the_null_captions_padding_mask():
+    """model.text_pad_mask: a caption dropped for CFG is the null condition with the null's own mask, exactly as if
+    the empty caption had been the input (and as the sampler's null half sees it)."""
+    from benchmark.models.backbone import Backbone
+    from benchmark.objectives.base import Batch, generative_loss
+
+    from benchmark.config import build_config
+
+    cfg = build_config("dream", overrides={"model.width": "32", "model.depth": "2", "model.heads": "2",
+                                           "model.buffer_tokens": "2", "model.head_width": "32", "model.head_depth": "1",
+                                           "model.aligner_depth": "1", "model.t5_dim": "64", "model.text_len": "8",
+                                           "model.text_pad_mask": "true"})
+    torch.manual_seed(0)
+    bb = Backbone(cfg.model, 16, 12)
+    for lin in (bb.head.net.final.linear, bb.head.net.final.ada[-1]):  # zero-init: the loss would not depend on z
+        torch.nn.init.normal_(lin.weight, std=0.1)
+    t5, valid, null, null_valid = _padded_text(4)
+    tokens = torch.randn(4, 16, 12, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    mask = Masking(torch.ones(4, 16, dtype=torch.bool), torch.ones(4), torch.zeros(4, dtype=torch.long), 1)
+    drop = torch.tensor([True, False, True, False])
+
+    def loss(batch):
+        torch.manual_seed(5)  # the same diffusion (t, noise) draws for every call
+        planned = mask.plan(0.5, None, bb.cfg.diffusion_batch_mul)
+        return generative_loss(bb, Batch(tokens=tokens, t5_null=null, t5_null_valid=null_valid, **batch),
+                               bb.encode(tokens, planned), planned).item()
+
+    dropped = loss({"t5": t5, "t5_valid": valid, "caption_drop": drop})
+    explicit = loss({"t5": torch.where(drop[:, None, None], null, t5),
+                     "t5_valid": torch.where(drop[:, None], null_valid, valid)})
+    assert dropped == pytest.approx(explicit, rel=1e-6)
+    kept_mask = loss({"t5": torch.where(drop[:, None, None], null, t5), "t5_valid": valid})
+    assert abs(kept_mask - explicit) > 1e-4  # the mask matters, so the check above can fail

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 from benchmark.objectives.schedules import Cooldown, Fixed, NoMask, Uniform, Warmup, make_mask, truncated_normal
+from benchmark.objectives.schedules import MaskingSettings as ScheduleConfig
 from scipy import stats
-
-from benchmark.config import ScheduleConfig
 
 N = 200_000
 

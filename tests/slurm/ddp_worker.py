@@ -33,16 +33,16 @@ def row_keyed_draws() -> None:
 
 
 def run(objective: str, out: str, steps: int = 3) -> None:
-    from benchmark import distributed, registry
+    from benchmark import distributed
     from benchmark.config import build_config
     from benchmark.train import train
 
-    over = small_overrides(**{"out": out, "tasks": "", "train.steps": steps, "train.log_every": 1,
+    over = small_overrides(objective, **{"out": out, "tasks": "", "train.steps": steps, "train.log_every": 1,
                               "train.ckpt_every": 100, "train.threads": 1, "model.diffusion_batch_mul": 1,
                               "train.batch_size": 16, "schedule.group_size": 4, "train.caption_dropout": 0.5})
     if objective == "dream":  # uniform ratios: groups on both sides of γ (diffusion) and ϕ (CLIP) occur
         over["schedule.name"] = "uni"
-    cfg = build_config(objective, overrides=over, objective_defaults=registry.objectives.get(objective).defaults)
+    cfg = build_config(objective, overrides=over)
     grads: list[dict[str, torch.Tensor]] = []
 
     def hook(opt, args, kwargs):

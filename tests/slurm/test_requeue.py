@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import registry
 from benchmark.config import build_config
 from benchmark.run import execute
 from benchmark.testing import small_overrides
@@ -28,7 +27,7 @@ STEPS = 16
 def make_cfg(out: Path):
     over = small_overrides(**{"out": str(out), "tasks": "", "train.steps": STEPS, "train.ckpt_every": 4,
                               "train.log_every": 1, "train.threads": 1})
-    return build_config("dream", overrides=over, objective_defaults=registry.objectives.get("dream").defaults)
+    return build_config("dream", overrides=over)
 
 
 def wait_for(pred, timeout: float = 240.0, every: float = 0.05) -> bool:

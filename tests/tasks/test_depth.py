@@ -64,14 +64,13 @@ def test_one_cycle_schedule():
 
 @pytest.fixture(scope="module")
 def random_encoder():
-    from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import build
 
     over = small_overrides(**{"eval.dense_mode": "fast", "eval.dense_n_train": 256, "eval.dense_n_test": 128,
                               "eval.dense_batch": 16, "eval.depth_iters": 150, "eval.depth_warmup": 15,
                               "eval.depth_lr": 3e-3})
-    cfg = build_config("clip", overrides=over, objective_defaults=registry.objectives.get("clip").defaults)
+    cfg = build_config("clip", overrides=over)
     comps = build(cfg, torch.device("cpu"))
     comps.model.eval()
     return comps, cfg

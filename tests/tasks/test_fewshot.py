@@ -93,7 +93,7 @@ def test_fewshot_task_on_synthetic(small_model):
     from benchmark.tasks.fewshot import FewShot
 
     comps, cfg = small_model
-    cfg.eval.fewshot_episodes = 50
+    cfg.task_settings("fewshot").episodes = 50
     task = FewShot()
     m = task.run(comps, cfg)
     names = ["syn_class", "syn_shape", "syn_color", "syn_position", "syn_background"]
@@ -106,15 +106,13 @@ def test_fewshot_task_on_synthetic(small_model):
 
 @pytest.fixture(scope="module")
 def small_model():
-    from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import build
 
     over = {"model.width": 32, "model.depth": 4, "model.heads": 2, "model.buffer_tokens": 2, "objective.proj_hidden": 32,
             "objective.embed_dim": 16, "eval.n_probe_train": 300, "eval.n_probe_test": 200, "train.batch_size": 16,
             "data.n_train": 256}
-    cfg = build_config("clip", overrides={k: str(v) for k, v in over.items()},
-                       objective_defaults=registry.objectives.get("clip").defaults)
+    cfg = build_config("clip", overrides={k: str(v) for k, v in over.items()})
     comps = build(cfg)
     comps.model.eval()
     return comps, cfg

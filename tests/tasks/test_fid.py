@@ -109,14 +109,13 @@ def test_real_protocol_without_reference_is_a_clear_error(monkeypatch):
 def tiny_model():
     """An untrained smaller-than-tiny DREAM (the task's plumbing, not its quality) and a small reference network."""
 
-    from benchmark import registry
     from benchmark.config import build_config
     from benchmark.testing import small_overrides
     from benchmark.train import build
 
     over = small_overrides(**{"eval.gen_samples": 24, "eval.sample_steps": 4, "eval.gen_batch": 24,
                               "model.sample_steps": 5})
-    cfg = build_config("dream", "wm", overrides=over, objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream", "wm", overrides=over)
     comps = build(cfg)
     comps.model.eval()
     return comps, cfg

@@ -6,15 +6,13 @@ from benchmark.tasks.ft import FineTune, FineTuneModel, layer_decay_groups, laye
 
 
 def _small(**extra):
-    from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import build
 
     over = {"model.width": 32, "model.depth": 6, "model.heads": 2, "model.buffer_tokens": 2, "model.head_width": 32,
             "model.aligner_depth": 1, "objective.proj_hidden": 32, "objective.embed_dim": 16, "train.batch_size": 16,
             "data.n_train": 256, "eval.n_probe_test": 64, **extra}
-    cfg = build_config("dream", overrides={k: str(v) for k, v in over.items()},
-                       objective_defaults=registry.objectives.get("dream").defaults)
+    cfg = build_config("dream", overrides={k: str(v) for k, v in over.items()})
     return build(cfg), cfg
 
 
@@ -67,8 +65,8 @@ def test_drop_path_rises_linearly(small):
 def test_ft_short_run_trains_a_copy(small):
     comps, cfg = small
     before = {k: v.clone() for k, v in comps.backbone.state_dict().items()}
-    cfg.eval.ft_epochs, cfg.eval.ft_warmup_epochs, cfg.eval.ft_batch, cfg.eval.ft_n_train = 2, 1, 32, 64
-    cfg.eval.ft_blr = 1e-3
+    ft = cfg.task_settings("ft")
+    ft.epochs, ft.warmup_epochs, ft.batch, ft.n_train, ft.blr = 2, 1, 32, 64, 1e-3
     task = FineTune()
     m = task.run(comps, cfg)
     assert 0 <= m["top1"] <= 100 and m["chance"] == pytest.approx(100 / 48)

@@ -69,7 +69,6 @@ def test_probe_learns_and_fails_on_noise():
 def test_lp_task_modes(mode):
     from benchmark.tasks.lp import LinearProbe
 
-    from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import build
 
@@ -77,8 +76,7 @@ def test_lp_task_modes(mode):
             "objective.embed_dim": 16, "eval.n_probe_train": 256, "eval.n_probe_test": 128, "train.batch_size": 16,
             "data.n_train": 256, "eval.lp_epochs": 3, "eval.lp_batch": 128, "eval.lp_blr": 32, "eval.lp_mode": mode,
             "eval.lp_warmup_epochs": 1}
-    cfg = build_config("clip", overrides={k: str(v) for k, v in over.items()},
-                       objective_defaults=registry.objectives.get("clip").defaults)
+    cfg = build_config("clip", overrides={k: str(v) for k, v in over.items()})
     comps = build(cfg)
     task = LinearProbe()
     m = task.run(comps, cfg)

@@ -150,7 +150,6 @@ def test_robustness_task_on_real_layout_fixtures(tmp_path, monkeypatch):
 def test_robustness_task_on_synthetic():
     from benchmark.tasks.robustness import KEYS, SYNTHETIC_SHIFTS, Robustness
 
-    from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import build
 
@@ -158,8 +157,7 @@ def test_robustness_task_on_synthetic():
             "objective.embed_dim": 16, "eval.n_probe_train": 256, "eval.n_probe_test": 64, "train.batch_size": 16,
             "data.n_train": 256, "eval.lp_epochs": 2, "eval.lp_batch": 128, "eval.lp_warmup_epochs": 1,
             "eval.robustness_classifier": "lp"}
-    cfg = build_config("clip", overrides={k: str(v) for k, v in over.items()},
-                       objective_defaults=registry.objectives.get("clip").defaults)
+    cfg = build_config("clip", overrides={k: str(v) for k, v in over.items()})
     task = Robustness()
     m = task.run(build(cfg), cfg)
     assert set(m) == set(KEYS) | {"avg"} and m["avg"] == pytest.approx(sum(m[k] for k in KEYS) / len(KEYS))

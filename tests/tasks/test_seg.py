@@ -100,14 +100,13 @@ def test_seg_train_set_pads_with_ignore():
 @pytest.fixture(scope="module")
 def random_encoder():
     """A small random-init encoder (its features carry the patch colours, little of the shapes)."""
-    from benchmark import registry
     from benchmark.config import build_config
     from benchmark.train import build
 
     over = small_overrides(**{"eval.dense_mode": "fast", "eval.dense_n_train": 256, "eval.dense_n_test": 128,
                               "eval.dense_batch": 16, "eval.seg_iters": 120, "eval.seg_warmup": 12,
                               "eval.seg_recipe": "dinov3"})
-    cfg = build_config("clip", overrides=over, objective_defaults=registry.objectives.get("clip").defaults)
+    cfg = build_config("clip", overrides=over)
     comps = build(cfg, torch.device("cpu"))
     comps.model.eval()
     return comps, cfg
