@@ -41,6 +41,6 @@ class Fluid(Objective):
     defaults = {**FX_MAR, "train.weight_decay": 0.02}  # Table 19
 
     def losses(self, batch, backbone, mask, progress):
-        enc = backbone.encode(batch["tokens"], mask.mask)
-        diff = generative_loss(backbone, batch, enc, mask, self.cfg.gamma)
+        enc = backbone.encode(batch.tokens, mask)
+        diff = generative_loss(backbone, batch, enc, mask)  # γ gate: in the mask's host plan
         return {"total": self.cfg.diff_weight * diff, "diff": diff}

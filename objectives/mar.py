@@ -18,6 +18,6 @@ class MAR(Objective):
     defaults = {**FX_MAR, "train.weight_decay": 0.02}  # Table 19
 
     def losses(self, batch, backbone, mask, progress):
-        enc = backbone.encode(batch["tokens"], mask.mask)
-        diff = generative_loss(backbone, batch, enc, mask, self.cfg.gamma, conditional=False)
+        enc = backbone.encode(batch.tokens, mask)
+        diff = generative_loss(backbone, batch, enc, mask, conditional=False)  # γ gate: in the mask's host plan
         return {"total": self.cfg.diff_weight * diff, "diff": diff}
