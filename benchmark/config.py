@@ -89,6 +89,7 @@ class DataConfig:
     cache_dir: str = ""  # feature-cache shards; "" = <root>/cache, beside the images
     shuffle_buffer: int = 1000  # webdataset sample shuffle buffer (per loader worker)
     resampled: bool = True  # shards drawn with replacement per (rank, worker) seed; false = exact epochs
+    holdout: int = 0  # CC12M pairs kept out of training for the CC12M-50K reference (50,000; benchmark/data/cc12m.py)
 
 
 @dataclass
@@ -425,6 +426,7 @@ def validate(cfg: RunConfig) -> None:
     check(0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)")
     check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
     check(d.n_train >= t.batch_size, f"data.n_train ({d.n_train}) must be >= train.batch_size")
+    check(d.holdout >= 0, f"data.holdout must be >= 0 (pairs kept out of training), got {d.holdout}")
     # -- generation tasks (issue 3) --
     choice("eval.sad_rerank", e.sad_rerank, ("self", "clip"))
     choice("eval.fid_mode", e.fid_mode, ("clean", "legacy_tensorflow", "legacy_pytorch"))
@@ -578,8 +580,16 @@ NON_SEMANTIC = {"tasks",
 }
 
 
+# Fields added after runs were recorded: hashed only when set, so the run ids of existing records stay valid.
+HASHED_WHEN_SET = {"data.holdout": 0}
+
+
 def config_hash(cfg: RunConfig) -> str:
     d = cfg.to_dict()
+    for key, default in HASHED_WHEN_SET.items():
+        sec, name = key.split(".")
+        if d[sec].get(name) == default:
+            d[sec].pop(name)
     for sec in NON_TRAINING_SECTIONS:
         d.pop(sec, None)
     for key in NON_SEMANTIC:
