@@ -135,10 +135,43 @@ def count_sync_events(fn, device: torch.device, opt: torch.optim.Optimizer) -> t
     return len(syncs), {m: syncs.count(m) for m in set(syncs)}
 
 
+def profile_split(step, n: int, device: torch.device) -> dict[str, float]:
+    """Kernel time per step split into GEMM / attention / elementwise+other, and idle = wall - busy (ms per step),
+    from torch.profiler over ``n`` steps (device kernels on a GPU, CPU ops' self time on CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(device)
+    t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        for j in range(n):
+            step(j)
+        _sync(device)
+    wall = (time.perf_counter() - t) / n * 1e3
+    split = {"gemm": 0.0, "attention": 0.0, "elementwise_other": 0.0}
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", 0) if cuda else e.self_cpu_time_total
+        if cuda and getattr(e, "device_type", None) is not None and "CUDA" not in str(e.device_type):
+            continue
+        name = e.key.lower()
+        if any(k in name for k in ("flash", "fmha", "attention", "sdpa", "softmax")):
+            split["attention"] += us
+        elif any(k in name for k in ("gemm", "matmul", "aten::mm", "aten::addmm", "aten::bmm", "cutlass", "sm90_",
+                                     "xmma", "ampere_", "cublas")):
+            split["gemm"] += us
+        elif cuda or name.startswith("aten::"):
+            split["elementwise_other"] += us
+    out = {f"profile_{k}_ms": v / 1e3 / n for k, v in split.items()}
+    out["profile_idle_ms"] = max(0.0, wall - sum(out.values())) if cuda else float("nan")
+    out["profile_wall_ms"] = wall
+    return out
+
+
 def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, steps: int = 10,
                 progress: float | None = None, compile: bool = False, device: str = "auto",
                 overrides: dict[str, Any] | None = None, inputs: str = "cached", vae: str = "sd",
-                matmul_n: int = 0, ratio: float | None = None, warmup: int = 3) -> dict[str, Any]:
+                matmul_n: int = 0, ratio: float | None = None, warmup: int = 3, profile: bool = False) -> dict[str, Any]:
     """Time ``steps`` training steps (``train.train_step``, the loop's own) after ``warmup`` (>= 3) untimed ones, at
     one fixed mask ratio: ``ratio``, else the schedule's mean ratio at ``progress``, else at the middle of its
     masking warm-up. Every group gets that ratio (the same shapes every step: the FLOPs of each timed step are
@@ -271,6 +304,7 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
         times.append(time.perf_counter() - t)
         cpu_times.append(time.process_time() - c)
     recompiles = counters["stats"]["unique_graphs"] - graphs_warm
+    split = profile_split(lambda j: step(warmup + j % steps), min(steps, 3), dev) if profile else {}
     med, total_s, total_flop = statistics.median(times), sum(times), sum(flops)
     measured = measured_matmul_tflops(dev, matmul_n)
     spec = spec_peak(dev)
@@ -294,6 +328,7 @@ def bench_train(objective: str = "dream", preset: str = "L", batch: int = 64, st
         res["spec_peak_tflops"] = spec
         res["mfu"] = total_flop / total_s / 1e12 / spec
     res["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    res.update(split)
     res["details"] = {"graph_break_reasons": reasons, "sync_ops": sync_ops, "compile": compile,
                       "torch": torch.__version__}
     return res

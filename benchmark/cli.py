@@ -230,7 +230,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     res = bench_train(args.objective, args.preset, args.batch, args.steps, args.progress, args.compile,
                       args.device, parse_set(args.sets), inputs=args.input, vae=args.vae, ratio=args.ratio,
-                      warmup=args.warmup)
+                      warmup=args.warmup, profile=args.profile)
     details = res.pop("details")
     print(f"bench train: objective={args.objective} preset={args.preset} batch={args.batch} "
           f"ratio={res['ratio']:.3f} compile={args.compile} input={args.input} on {res['device']}")
@@ -415,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--ratio", type=float, default=None,
                          help="bench train: fixed mask ratio (default: the schedule's mean at the middle of masking warm-up)")
     p_bench.add_argument("--warmup", type=int, default=3, help="bench train: untimed warm-up steps (at least 3)")
+    p_bench.add_argument("--profile", action="store_true",
+                         help="bench train: kernel time split GEMM / attention / elementwise / idle (torch.profiler)")
     p_bench.add_argument("--json", default=None, metavar="FILE", help="bench train: write the figures to FILE")
     p_bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto: cuda if present)")
     p_bench.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",

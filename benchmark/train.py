@@ -231,8 +231,7 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         params = dict(model.named_parameters())
         cur = [params[n].detach() for n in self.names]
-        torch._foreach_mul_(self.shadow, self.decay)
-        torch._foreach_add_(self.shadow, cur, alpha=1 - self.decay)
+        torch._foreach_lerp_(self.shadow, cur, 1 - self.decay)  # one pass: s += (1 - decay) (p - s)
 
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The model's state dict with EMA values in place of the parameters (what evaluation loads)."""
@@ -307,10 +306,10 @@ def wrap(model: DreamModel, cfg: RunConfig, device: torch.device) -> nn.Module:
     model.train()
     if distributed.world_size() == 1:
         return model
-    # find_unused_parameters: a rank whose groups are all below γ skips the decoder
     ids = [torch.cuda.current_device()] if device.type == "cuda" else None
     distributed.sync_batchnorm(model, device.type == "cuda")  # official: SyncBN; in place, same parameters
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                               find_unused_parameters=model.objective.may_skip_parameters())
 
 
 def micro_batches(comps: Components, data, schedule, step: int, progress: float) -> list[tuple[Batch, Masking]]:

@@ -147,7 +147,8 @@ class Backbone(nn.Module):
         b, n, _ = tokens.shape
         nb = self.num_buffer
         x = self.z_proj(tokens)
-        x = torch.cat([self.buffer.expand(b, -1, -1).to(x.dtype), x], dim=1) + self.encoder_pos
+        # position embeddings in the stream's dtype: under bf16 autocast an fp32 add would turn the residual stream fp32
+        x = torch.cat([self.buffer.expand(b, -1, -1).to(x.dtype), x], dim=1) + self.encoder_pos.to(x.dtype)
         x = self.z_proj_ln(x)
         if getattr(mask, "planned", False):
             ids_keep, img_valid, padded = mask.keep, mask.keep_valid, mask.padded
@@ -210,7 +211,8 @@ class Backbone(nn.Module):
         return t5_null.expand(batch, -1, -1)
 
     def align_text(self, t5: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.text_proj_ln(self.text_proj(t5) + self.text_pos[:, : t5.shape[1]])
+        y = self.text_proj(t5)
+        y = self.text_proj_ln(y + self.text_pos[:, : t5.shape[1]].to(y.dtype))
         attn_mask = None if valid is None else valid[:, None, None, :]
         for blk in self.aligner_blocks:
             y = self._run(blk, y, attn_mask)
@@ -227,12 +229,12 @@ class Backbone(nn.Module):
         index = torch.where(img_valid, enc.ids_keep, torch.full_like(enc.ids_keep, n))
         canvas = self.mask_token.to(x.dtype).expand(b, n + 1, d).clone()
         canvas = canvas.scatter(1, index.unsqueeze(-1).expand(-1, -1, d), x[:, nb:])
-        x = torch.cat([x[:, :nb], canvas[:, :n]], dim=1) + self.decoder_pos
+        x = torch.cat([x[:, :nb], canvas[:, :n]], dim=1) + self.decoder_pos.to(x.dtype)
         x = self.decoder_proj_ln(x)
         for blk in self.decoder_blocks:
             x = self._run(blk, x, text, text_valid)
         x = self.decoder_norm(x)[:, nb:]
-        return x + self.diffusion_pos
+        return x + self.diffusion_pos.to(x.dtype)
 
 
 def _init_weights(m: nn.Module) -> None:

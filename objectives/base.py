@@ -198,6 +198,17 @@ class Objective(nn.Module):
         phi = getattr(self.cfg, "phi", None) if self.capabilities.clip_text else None
         return mask.plan(gamma, phi, backbone.cfg.diffusion_batch_mul)
 
+    def may_skip_parameters(self) -> bool:
+        """Whether a step can leave parameters without a gradient (DDP then needs ``find_unused_parameters``, an
+        extra pass over the graph): a γ gate above 0 can skip the decoder on a rank, a ϕ gate the CLIP tower while
+        the decoder trains. True by default (a plugin's losses may skip anything); the built-ins use ``gated``."""
+        return True
+
+    def gated(self) -> bool:
+        """The built-ins' rule: only a γ gate above 0 or a CLIP loss beside a decoder skips parameters."""
+        c = self.capabilities
+        return (c.decoder and getattr(self.cfg, "gamma", 0.0) > 0) or (c.decoder and c.clip_text)
+
     def losses(self, batch: Batch, backbone: nn.Module, mask: Masking,
                progress: float) -> dict[str, torch.Tensor]:
         raise NotImplementedError

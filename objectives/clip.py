@@ -74,6 +74,9 @@ class CLIP(Objective):
         text = self.clip.embed_text(batch.clip_ids)
         return contrastive_loss(image, text, self.clip.scale(), mask.participate, c.clip_filter)
 
+    def may_skip_parameters(self) -> bool:  # DDP's find_unused_parameters only when a gate can skip a branch
+        return self.gated()
+
     def losses(self, batch, backbone, mask, progress):
         layers = (self.cfg.clip_layer,) if self.cfg.clip_layer else ()
         enc = backbone.encode(batch.tokens, mask, return_layers=layers)

@@ -65,6 +65,9 @@ class REPA(Objective):
         cos = F.cosine_similarity(self.projector(h).float(), target.float(), dim=-1)
         return ((1 - cos) * valid).sum() / valid.sum()
 
+    def may_skip_parameters(self) -> bool:  # DDP's find_unused_parameters only when a gate can skip a branch
+        return self.gated()
+
     def losses(self, batch, backbone, mask, progress):
         c = self.cfg
         enc = backbone.encode(batch.tokens, mask, return_layers=(c.repa_layer,))
