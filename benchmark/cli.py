@@ -229,11 +229,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
 
     res = bench_train(args.objective, args.preset, args.batch, args.steps, args.progress, args.compile,
-                      args.device, parse_set(args.sets), inputs=args.input, vae=args.vae)
+                      args.device, parse_set(args.sets), inputs=args.input, vae=args.vae, ratio=args.ratio,
+                      warmup=args.warmup, profile=args.profile)
+    details = res.pop("details")
     print(f"bench train: objective={args.objective} preset={args.preset} batch={args.batch} "
-          f"progress={args.progress} epochs compile={args.compile} input={args.input} on {res.pop('device')}")
+          f"ratio={res['ratio']:.3f} compile={args.compile} input={args.input} on {res['device']}")
     for k, v in res.items():
-        print(f"  {k:<22} {v:.4g}")
+        if isinstance(v, (int, float)):
+            print(f"  {k:<26} {v:.4g}")
+    for reason in details["graph_break_reasons"]:
+        print(f"  graph break: {reason}")
+    for op, n in details["sync_ops"].items():
+        print(f"  host sync: {op} x{n}")
+    if args.json:
+        import json
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps({**res, **details, "command": " ".join(sys.argv)}, indent=1) + "\n")
+        print(f"figures written to {args.json}")
     return 0
 
 
@@ -395,10 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--objective", default="dream", help="objective plugin (bench train)")
     p_bench.add_argument("--preset", default="L", help="model size: tiny | B | L | H | G")
     p_bench.add_argument("--batch", type=int, default=64, help="images per device (the released recipe: 64)")
-    p_bench.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
-    p_bench.add_argument("--progress", type=float, default=18.0,
-                         help="fractional epoch for the masking schedule (DREAM's mean ratio depends on it)")
-    p_bench.add_argument("--compile", action="store_true", help="torch.compile the step")
+    p_bench.add_argument("--steps", type=int, default=10, help="timed steps")
+    p_bench.add_argument("--progress", type=float, default=None,
+                         help="bench train without --ratio: the ratio is the schedule's mean at this fractional epoch")
+    p_bench.add_argument("--compile", action="store_true", help="bench train: torch.compile the step's losses")
+    p_bench.add_argument("--ratio", type=float, default=None,
+                         help="bench train: fixed mask ratio (default: the schedule's mean at the middle of masking warm-up)")
+    p_bench.add_argument("--warmup", type=int, default=3, help="bench train: untimed warm-up steps (at least 3)")
+    p_bench.add_argument("--profile", action="store_true",
+                         help="bench train: kernel time split GEMM / attention / elementwise / idle (torch.profiler)")
+    p_bench.add_argument("--json", default=None, metavar="FILE", help="bench train: write the figures to FILE")
     p_bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto: cuda if present)")
     p_bench.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                          help="override any config field (repeatable)")

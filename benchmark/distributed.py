@@ -6,8 +6,9 @@ MASTER_PORT). Every rank draws the *global* batch's randomness (masks, caption d
 generators and keeps its rows ``shard(n)``, so W processes compute what one process computes on the global
 batch. Only rank 0 writes records and checkpoints.
 
-Stop requests (preemption, time limit): a signal handler calls ``request_stop()``; the training loop asks
-``should_stop()`` once per step (an all-reduce under DDP, so all ranks stop after the same step), saves a
+Stop requests (preemption, time limit): a signal handler calls ``request_stop()``; the training loop asks a
+``StopPoll`` once per step (under DDP an asynchronous all-reduce on a CPU (gloo) group whose result is read one
+step later, so all ranks stop after the same step and no step waits on a collective or on the GPU), saves a
 checkpoint and returns; the job then requeues itself.
 """
 
@@ -179,6 +180,36 @@ def clear_stop() -> None:
 def should_stop() -> bool:
     """The loop's once-per-step check, agreed by all ranks."""
     return any_over_ranks(_STOP.is_set())
+
+
+class StopPoll:
+    """The loop's once-per-step stop check without a blocking collective: each call starts an asynchronous
+    all-reduce (MAX) of this rank's flag on a gloo group (host memory: it never waits for the GPU) and returns
+    the result of the previous call's, which has had a whole step to arrive. All ranks call it at every step, so
+    they agree and stop after the same step (one step after the request; immediately without DDP)."""
+
+    def __init__(self) -> None:
+        self.pending: tuple | None = None
+        self.group = None
+
+    def __call__(self) -> bool:
+        if not is_dist() or world_size() == 1:
+            return _STOP.is_set()
+        if self.group is None:  # a collective too: every rank creates it at its first poll
+            self.group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+        stop = self.close()
+        flag = torch.tensor([1.0 if _STOP.is_set() else 0.0])
+        self.pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True), flag)
+        return stop
+
+    def close(self) -> bool:
+        """Wait for the all-reduce in flight (before the process group goes away); True if it asked to stop."""
+        if self.pending is None:
+            return False
+        work, flag = self.pending
+        self.pending = None
+        work.wait()
+        return bool(flag[0] > 0)  # a CPU tensor: no device sync
 
 
 class stop_on_sigint:

@@ -35,7 +35,9 @@ class CrossAttention(nn.Module):
         b, n, d = x.shape
         h = self.heads
         q = self.q(x).reshape(b, n, h, d // h).transpose(1, 2)
-        k, v = self.kv(y).reshape(b, y.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        # y may be one row shared by the batch (MAR's null condition): K/V projected once, broadcast
+        k, v = self.kv(y).reshape(y.shape[0], y.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
         mask = None if y_valid is None else y_valid[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.drop if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, d)))
@@ -137,25 +139,32 @@ class Backbone(nn.Module):
             return checkpoint(blk, *args, use_reentrant=False)
         return blk(*args)
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
-               return_layers: tuple[int, ...] = (), num_blocks: int | None = None) -> EncoderOutput:
-        """Encode the visible tokens. ``mask`` [B, L] bool (True = masked); None = all visible."""
+    def encode(self, tokens: torch.Tensor, mask=None, return_layers: tuple[int, ...] = (),
+               num_blocks: int | None = None) -> EncoderOutput:
+        """Encode the visible tokens. ``mask``: a [B, L] bool tensor (True = masked), None (all visible), or a
+        training step's planned ``Masking`` whose host-made ``keep``/``keep_valid``/``padded`` shape the step
+        without reading the device (the tensor path reads the longest row's length back: one sync)."""
         b, n, _ = tokens.shape
         nb = self.num_buffer
         x = self.z_proj(tokens)
-        x = torch.cat([self.buffer.expand(b, -1, -1).to(x.dtype), x], dim=1) + self.encoder_pos
+        # position embeddings in the stream's dtype: under bf16 autocast an fp32 add would turn the residual stream fp32
+        x = torch.cat([self.buffer.expand(b, -1, -1).to(x.dtype), x], dim=1) + self.encoder_pos.to(x.dtype)
         x = self.z_proj_ln(x)
-        if mask is None:
-            mask = torch.zeros(b, n, dtype=torch.bool, device=tokens.device)
-        n_vis = (~mask).sum(1)
-        v = int(n_vis.max())
-        # Visible positions first (stable: in raster order), then the masked ones; keep the first v.
-        ids_keep = torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, :v]
+        if getattr(mask, "planned", False):
+            ids_keep, img_valid, padded = mask.keep, mask.keep_valid, mask.padded
+        else:
+            if mask is None:
+                mask = torch.zeros(b, n, dtype=torch.bool, device=tokens.device)
+            n_vis = (~mask).sum(1)
+            v = int(n_vis.max())
+            # Visible positions first (stable: in raster order), then the masked ones; keep the first v.
+            ids_keep = torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, :v]
+            img_valid = torch.arange(v, device=x.device)[None] < n_vis[:, None]
+            padded = not bool(img_valid.all())
         img = torch.gather(x[:, nb:], 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         x = torch.cat([x[:, :nb], img], dim=1)
-        img_valid = torch.arange(v, device=x.device)[None] < n_vis[:, None]
         valid = torch.cat([torch.ones(b, nb, dtype=torch.bool, device=x.device), img_valid], dim=1)
-        attn_mask = None if bool(img_valid.all()) else valid[:, None, None, :]
+        attn_mask = valid[:, None, None, :] if padded else None
         layers = {}
         for i, blk in enumerate(self.encoder_blocks[:num_blocks], start=1):
             x = self._run(blk, x, attn_mask)
@@ -168,8 +177,9 @@ class Backbone(nn.Module):
     # -- text ---------------------------------------------------------------------------------
     def condition(self, t5: torch.Tensor, drop: torch.Tensor | None = None,
                   t5_null: torch.Tensor | None = None) -> torch.Tensor:
-        """Swap dropped captions for the null condition (CFG training, §9.5.2): T5("") or learned."""
-        if drop is None or not bool(drop.any()):
+        """Swap dropped captions for the null condition (CFG training, §9.5.2): T5("") or learned. No device
+        value is read: a batch without drops goes through the same ``where`` (it selects every caption)."""
+        if drop is None:
             return t5
         if hasattr(self, "null_text"):
             null = self.null_text.to(t5.dtype).expand_as(t5)
@@ -189,7 +199,7 @@ class Backbone(nn.Module):
     def condition_valid(self, valid: torch.Tensor | None, drop: torch.Tensor | None,
                         t5_null_valid: torch.Tensor | None = None) -> torch.Tensor | None:
         """The padding mask that goes with ``condition``: dropped captions take the null condition's mask."""
-        if valid is None or drop is None or not bool(drop.any()):
+        if valid is None or drop is None:  # no device read: a batch without drops selects every caption's mask
             return valid
         null = self.null_valid(t5_null_valid, valid.shape[0], valid.shape[1]).to(valid.device)
         return torch.where(drop[:, None], null, valid)
@@ -201,7 +211,8 @@ class Backbone(nn.Module):
         return t5_null.expand(batch, -1, -1)
 
     def align_text(self, t5: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.text_proj_ln(self.text_proj(t5) + self.text_pos[:, : t5.shape[1]])
+        y = self.text_proj(t5)
+        y = self.text_proj_ln(y + self.text_pos[:, : t5.shape[1]].to(y.dtype))
         attn_mask = None if valid is None else valid[:, None, None, :]
         for blk in self.aligner_blocks:
             y = self._run(blk, y, attn_mask)
@@ -218,12 +229,12 @@ class Backbone(nn.Module):
         index = torch.where(img_valid, enc.ids_keep, torch.full_like(enc.ids_keep, n))
         canvas = self.mask_token.to(x.dtype).expand(b, n + 1, d).clone()
         canvas = canvas.scatter(1, index.unsqueeze(-1).expand(-1, -1, d), x[:, nb:])
-        x = torch.cat([x[:, :nb], canvas[:, :n]], dim=1) + self.decoder_pos
+        x = torch.cat([x[:, :nb], canvas[:, :n]], dim=1) + self.decoder_pos.to(x.dtype)
         x = self.decoder_proj_ln(x)
         for blk in self.decoder_blocks:
             x = self._run(blk, x, text, text_valid)
         x = self.decoder_norm(x)[:, nb:]
-        return x + self.diffusion_pos
+        return x + self.diffusion_pos.to(x.dtype)
 
 
 def _init_weights(m: nn.Module) -> None:

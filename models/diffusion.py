@@ -103,6 +103,21 @@ class GaussianDiffusion:
         self.posterior_mean_coef1 = betas * np.sqrt(ac_prev) / (1.0 - ac)
         self.posterior_mean_coef2 = (1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac)
         self._cache: dict[tuple, torch.Tensor] = {}
+        self.materialize(torch.device("cpu"))
+
+    TABLES = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "posterior_mean_coef1", "posterior_mean_coef2",
+              "posterior_variance", "posterior_log_variance_clipped", "log_betas", "sqrt_recip_alphas_cumprod",
+              "sqrt_recipm1_alphas_cumprod")
+
+    def materialize(self, device: torch.device) -> None:
+        """Put every table on ``device`` now (the module's ``.to`` calls this), so a compiled step finds a
+        filled cache instead of filling it while traced (a recompile)."""
+        for dtype in (torch.float32, torch.float64):
+            for name in self.TABLES:
+                self._cache.setdefault((name, device, dtype), torch.as_tensor(getattr(self, name), dtype=dtype,
+                                                                               device=device))
+        self._cache.setdefault(("timestep_map", device),
+                               torch.as_tensor(self.timestep_map, dtype=torch.long, device=device))
 
     def _at(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-row value of the table ``name`` at steps t, shaped to broadcast against x. Tables are kept on

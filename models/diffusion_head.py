@@ -98,13 +98,30 @@ class DiffusionHead(nn.Module):
         self.train_diffusion = create_diffusion(None, noise_schedule, num_steps)
         self.sample_diffusion = create_diffusion(str(sample_steps), noise_schedule, num_steps)
 
+    def _apply(self, fn, recurse: bool = True):
+        out = super()._apply(fn, recurse)
+        device = next(self.parameters()).device
+        self.train_diffusion.materialize(device)
+        self.sample_diffusion.materialize(device)
+        return out
+
+    def draw(self, n: int, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype = torch.float32,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t [n] ~ U{0, ..., T-1}, noise [n, *shape]) for n rows, t first, from ``generator`` when given. The
+        training step draws them before the (compiled) forward: sizes only known at run time stay out of the
+        graph and a compiled step sees the same draws as an eager one."""
+        gen_device = generator.device if generator is not None else device
+        t = torch.randint(0, self.num_steps, (n,), generator=generator, device=gen_device).to(device)
+        noise = torch.randn((n, *shape), generator=generator, device=gen_device).to(device, dtype)
+        return t, noise
+
     def forward(self, target: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
         """Per-row losses [N] (times ``weight`` [N] if given; no reduction: the caller reduces), each row
-        with its own t ~ U{0, ..., T-1} and noise, both drawn from ``generator`` (t first) when given."""
-        n, device = target.shape[0], generator.device if generator is not None else target.device
-        t = torch.randint(0, self.num_steps, (n,), generator=generator, device=device).to(target.device)
-        noise = torch.randn(target.shape, generator=generator, device=device).to(target.device, target.dtype)
+        with its own t ~ U{0, ..., T-1} and noise: ``t``/``noise`` when given, else drawn here (``draw``)."""
+        if t is None or noise is None:
+            t, noise = self.draw(target.shape[0], tuple(target.shape[1:]), target.device, target.dtype, generator)
         loss = self.train_diffusion.training_losses(self.net, target, t, z, noise)
         return loss if weight is None else loss * weight
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from benchmark.models.text import ClipHead
 from benchmark.objectives.base import Capabilities, Objective, ObjectiveSettings, contrastive_loss, mask_range
 
-from benchmark.distributed import any_over_ranks
 from benchmark.registry import register_objective
 from benchmark.settings import check, choice, paper
 
@@ -67,15 +66,19 @@ class CLIP(Objective):
 
     def clip_loss(self, batch, enc, mask):
         c = self.cfg
-        participate = mask.masked_fraction <= c.phi + 1e-9  # ϕ: maximum masking for the CLIP loss
-        if not any_over_ranks(bool(participate.any())):  # decided globally: the loss all-gathers under DDP
+        # ϕ gate: mask.participate (masked fraction <= ϕ) and mask.contrast (any participant on any rank, decided
+        # on the host where the global mask is drawn: the loss all-gathers under DDP) come from the mask's plan
+        if not mask.contrast:
             return enc.tokens.new_zeros(())
         image = self.clip.embed_image(enc.pool(c.clip_pool, c.clip_layer))
-        text = self.clip.embed_text(batch["clip_ids"])
-        return contrastive_loss(image, text, self.clip.scale(), participate, c.clip_filter)
+        text = self.clip.embed_text(batch.clip_ids)
+        return contrastive_loss(image, text, self.clip.scale(), mask.participate, c.clip_filter)
+
+    def may_skip_parameters(self) -> bool:  # DDP's find_unused_parameters only when a gate can skip a branch
+        return self.gated()
 
     def losses(self, batch, backbone, mask, progress):
         layers = (self.cfg.clip_layer,) if self.cfg.clip_layer else ()
-        enc = backbone.encode(batch["tokens"], mask.mask, return_layers=layers)
+        enc = backbone.encode(batch.tokens, mask, return_layers=layers)
         clip = self.clip_loss(batch, enc, mask)
         return {"total": self.cfg.clip_weight * clip, "clip": clip, "logit_scale": self.clip.logit_scale.detach()}

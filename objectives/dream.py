@@ -43,8 +43,8 @@ class DREAM(CLIP):
     def losses(self, batch, backbone, mask, progress):
         c = self.cfg
         layers = (c.clip_layer,) if c.clip_layer else ()
-        enc = backbone.encode(batch["tokens"], mask.mask, return_layers=layers)
+        enc = backbone.encode(batch.tokens, mask, return_layers=layers)
         clip = self.clip_loss(batch, enc, mask)
-        diff = generative_loss(backbone, batch, enc, mask, c.gamma)
+        diff = generative_loss(backbone, batch, enc, mask)  # γ gate: in the mask's host plan
         total = c.diff_weight * diff + c.clip_weight * clip
         return {"total": total, "diff": diff, "clip": clip, "logit_scale": self.clip.logit_scale.detach()}

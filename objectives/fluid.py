@@ -40,7 +40,10 @@ class Fluid(Objective):
     capabilities = Capabilities(decoder=True, text_conditioned=True, t5=True)
     defaults = {**FX_MAR, "train.weight_decay": 0.02}  # Table 19
 
+    def may_skip_parameters(self) -> bool:  # DDP's find_unused_parameters only when a gate can skip a branch
+        return self.gated()
+
     def losses(self, batch, backbone, mask, progress):
-        enc = backbone.encode(batch["tokens"], mask.mask)
-        diff = generative_loss(backbone, batch, enc, mask, self.cfg.gamma)
+        enc = backbone.encode(batch.tokens, mask)
+        diff = generative_loss(backbone, batch, enc, mask)  # γ gate: in the mask's host plan
         return {"total": self.cfg.diff_weight * diff, "diff": diff}

@@ -17,7 +17,10 @@ class MAR(Objective):
     capabilities = Capabilities(decoder=True, t5=True)  # T5 only for the empty-caption null condition
     defaults = {**FX_MAR, "train.weight_decay": 0.02}  # Table 19
 
+    def may_skip_parameters(self) -> bool:  # DDP's find_unused_parameters only when a gate can skip a branch
+        return self.gated()
+
     def losses(self, batch, backbone, mask, progress):
-        enc = backbone.encode(batch["tokens"], mask.mask)
-        diff = generative_loss(backbone, batch, enc, mask, self.cfg.gamma, conditional=False)
+        enc = backbone.encode(batch.tokens, mask)
+        diff = generative_loss(backbone, batch, enc, mask, conditional=False)  # γ gate: in the mask's host plan
         return {"total": self.cfg.diff_weight * diff, "diff": diff}

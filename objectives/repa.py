@@ -54,20 +54,23 @@ class REPA(Objective):
         self.projector = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(),
                                        nn.Linear(h, self.teacher.dim))
 
-    def align_loss(self, enc, images: torch.Tensor) -> torch.Tensor:
+    def align_loss(self, enc, images: torch.Tensor, any_visible: bool = True) -> torch.Tensor:
         teacher = self.teacher.to(images.device)
         target = teacher(images)  # [B, L, Dt], full image
         h = enc.layers[self.cfg.repa_layer][:, enc.num_buffer:]  # visible tokens (padded) at the layer
         valid = enc.valid[:, enc.num_buffer:]
-        if not bool(valid.any()):
+        if not any_visible:  # known on the host (the mask's plan): every token masked
             return h.new_zeros(())
         target = torch.gather(target, 1, enc.ids_keep.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
         cos = F.cosine_similarity(self.projector(h).float(), target.float(), dim=-1)
         return ((1 - cos) * valid).sum() / valid.sum()
 
+    def may_skip_parameters(self) -> bool:  # DDP's find_unused_parameters only when a gate can skip a branch
+        return self.gated()
+
     def losses(self, batch, backbone, mask, progress):
         c = self.cfg
-        enc = backbone.encode(batch["tokens"], mask.mask, return_layers=(c.repa_layer,))
-        repa = self.align_loss(enc, batch["images"])
-        diff = generative_loss(backbone, batch, enc, mask, c.gamma)
+        enc = backbone.encode(batch.tokens, mask, return_layers=(c.repa_layer,))
+        repa = self.align_loss(enc, batch.images, mask.any_visible)
+        diff = generative_loss(backbone, batch, enc, mask)  # γ gate: in the mask's host plan
         return {"total": c.diff_weight * diff + c.repa_weight * repa, "diff": diff, "repa": repa}

@@ -124,13 +124,19 @@ class NoMask(MaskingSchedule):
 
 
 def make_mask(ratios: torch.Tensor, group_size: int, batch: int, seq_len: int,
-              generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> tuple:
+              generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+              rows: slice | None = None) -> tuple:
     """Per-group ratios -> boolean mask [B, L] with ceil(L * r) masked tokens in a random order per sample
-    (MAR: ``num_masked = ceil(seq_len * ratio)``, fully random order). Returns (mask, ratio, group)."""
+    (MAR: ``num_masked = ceil(seq_len * ratio)``, fully random order). Returns (mask, ratio, group).
+    ``rows``: only those rows of the batch (the random draws are still those of the whole batch, so a DDP
+    rank gets its rows of the global mask without sorting the others')."""
     group = torch.arange(batch) // group_size
     r = ratios[group]
     num_masked = torch.ceil(seq_len * r - 1e-9).long().clamp(0, seq_len)
-    order = torch.rand(batch, seq_len, generator=generator).argsort(dim=1)
+    noise = torch.rand(batch, seq_len, generator=generator)
+    if rows is not None:
+        noise, group, r, num_masked = noise[rows], group[rows], r[rows], num_masked[rows]
+    order = noise.argsort(dim=1)
     rank = order.argsort(dim=1)  # rank of each position in the random order
     mask = rank < num_masked[:, None]
     return mask.to(device), r.float().to(device), group.to(device)

@@ -42,3 +42,34 @@ def test_bench_loader_reads_the_fixture_shards(tmp_path):
     fx.write_img2dataset_shards(tmp_path)
     res = bench_loader("tiny", {"data.root": str(tmp_path), "data.resampled": "false", "data.num_workers": "0"})
     assert res["samples"] == 19 and res["corrupt_skipped"] == 1 and res["cpu_ms_per_sample"] > 0
+
+
+def test_bench_train_json_reports_no_graph_break_and_no_sync(tmp_path, one_thread):
+    """`bench train --ratio 0.5 --json` on tiny: the loop's own step, 0 graph breaks, 0 host syncs, and FLOPs of a
+    step that ran the decoder (ratio 0.5 >= γ): more than the CLIP-only step at ratio 0.3."""
+    import json
+
+    from benchmark.cli import main
+    from benchmark.testing import small_overrides
+
+    sets = [x for k, v in small_overrides("dream").items() if k.startswith("model.") for x in ("--set", f"{k}={v}")]
+    args = ["bench", "train", "--objective", "dream", "--preset", "tiny", "--batch", "8", "--steps", "2",
+            "--device", "cpu", *sets]
+    assert main([*args, "--ratio", "0.5", "--json", str(tmp_path / "b.json")]) == 0
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert res["graph_breaks"] == 0 and res["host_syncs_per_step"] == 0 and res["recompiles_after_warmup"] == 0
+    assert res["ratio"] == 0.5 and res["warmup_steps"] >= 3 and res["timed_steps"] == 2
+    assert main([*args, "--ratio", "0.3", "--json", str(tmp_path / "c.json")]) == 0
+    low = json.loads((tmp_path / "c.json").read_text())
+    assert low["tflop_per_step"] < res["tflop_per_step"]
+
+
+def test_bench_default_ratio_is_mid_warmup():
+    from benchmark import registry
+    from benchmark.bench import default_ratio
+    from benchmark.config import build_config
+
+    cfg = build_config("dream")
+    progress, ratio = default_ratio(registry.schedules.get("wm")(cfg.schedule), cfg)
+    # WM: mean 0 -> 1 over the warm-up, so 0.5 half-way, and the truncated normal on [0, 1] is symmetric there
+    assert progress == cfg.schedule.warmup_start + cfg.schedule.warmup_epochs / 2 and abs(ratio - 0.5) < 0.01

@@ -129,7 +129,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     head = comps.backbone.head
     torch.nn.init.normal_(head.net.final.linear.weight, std=0.05)  # non-zero head output
 
-    def deterministic(target, z, generator=None):  # fixed (t, noise) per row, independent of the split
+    def deterministic(target, z, generator=None, **drawn):  # fixed (t, noise) per row, independent of the split
         t = torch.full((target.shape[0],), 500)
         return head.train_diffusion.training_losses(head.net, target, t, z, torch.sin(7 * target))
 

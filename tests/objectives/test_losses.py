@@ -91,14 +91,15 @@ def test_diffusion_loss_reads_only_masked_tokens_of_selected_groups():
     mask[2:, :40] = True  # group 1: 62.5% masked -> selected
     m = Masking(mask, torch.tensor([0.25, 0.25, 0.625, 0.625]), torch.tensor([0, 0, 1, 1]), 2)
     z, target = torch.randn(4, 64, 128), torch.randn(4, 64, 48)
-    base = diffusion_loss(bb, z, target, m, 0.5, torch.Generator().manual_seed(1))
+    m = m.plan(0.5, None, bb.cfg.diffusion_batch_mul)  # the host plan: tokens and weights of the γ-gated groups
+    base = diffusion_loss(bb, z, target, m, torch.Generator().manual_seed(1))
     other = target.clone()
     other[:2] = torch.randn(2, 64, 48)  # unselected group
     other[2:, 40:] = torch.randn(2, 24, 48)  # visible tokens of the selected group
-    same = diffusion_loss(bb, z, other, m, 0.5, torch.Generator().manual_seed(1))
+    same = diffusion_loss(bb, z, other, m, torch.Generator().manual_seed(1))
     assert torch.equal(base, same)
     other[2, 0] += 1.0  # a masked token of the selected group does change it
-    assert not torch.equal(base, diffusion_loss(bb, z, other, m, 0.5, torch.Generator().manual_seed(1)))
+    assert not torch.equal(base, diffusion_loss(bb, z, other, m, torch.Generator().manual_seed(1)))
     # normalised by both groups: half of the selected group's token mean (4 draws per token)
     g = torch.Generator().manual_seed(1)
     rows = mask & torch.tensor([False, False, True, True])[:, None]
@@ -118,7 +119,7 @@ def test_dropped_caption_uses_the_null_captions_padding_mask():
     """model.text_pad_mask: a caption dropped for CFG is the null condition with the null's own mask, exactly as if
     the empty caption had been the input (and as the sampler's null half sees it)."""
     from benchmark.models.backbone import Backbone
-    from benchmark.objectives.base import generative_loss
+    from benchmark.objectives.base import Batch, generative_loss
 
     from benchmark.config import build_config
 
@@ -137,8 +138,9 @@ def test_dropped_caption_uses_the_null_captions_padding_mask():
 
     def loss(batch):
         torch.manual_seed(5)  # the same diffusion (t, noise) draws for every call
-        return generative_loss(bb, {"tokens": tokens, "t5_null": null, "t5_null_valid": null_valid, **batch},
-                               bb.encode(tokens, mask.mask), mask, 0.5).item()
+        planned = mask.plan(0.5, None, bb.cfg.diffusion_batch_mul)
+        return generative_loss(bb, Batch(tokens=tokens, t5_null=null, t5_null_valid=null_valid, **batch),
+                               bb.encode(tokens, planned), planned).item()
 
     dropped = loss({"t5": t5, "t5_valid": valid, "caption_drop": drop})
     explicit = loss({"t5": torch.where(drop[:, None, None], null, t5),

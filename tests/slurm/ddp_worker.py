@@ -22,7 +22,7 @@ def row_keyed_draws() -> None:
     the 1/G normalisation and gradient averaging)."""
     from benchmark.models.diffusion_head import DiffusionHead
 
-    def forward(self, target, z, weight=None, generator=None):
+    def forward(self, target, z, weight=None, generator=None, t=None, noise=None):
         q = torch.round(target.detach() * 1000).long()
         t = (q * torch.arange(1, q.shape[1] + 1)).sum(1).abs() % self.num_steps
         noise = torch.sin(target.detach() * 7.0 + torch.arange(target.shape[1]) * 1.3)
