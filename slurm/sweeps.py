@@ -239,6 +239,12 @@ def load_bench(paths: list[str]) -> list[dict[str, Any]]:
         for f in files:
             data = json.loads(f.read_text())
             for d in data if isinstance(data, list) else [data]:
+                if isinstance(d, dict) and "command" in d and "preset" not in d:  # `bench train --json` keeps argv
+                    import shlex
+
+                    argv = shlex.split(d["command"])
+                    flag = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--preset", "--objective")}
+                    d = {**d, "preset": flag.get("--preset", "L"), "objective": flag.get("--objective", "dream")}
                 if isinstance(d, dict) and {"preset", "batch", "step_ms"} <= set(d):
                     out.append({**d, "_file": str(f)})
     return out

@@ -148,7 +148,10 @@ def test_missing_run_command_of_a_table_runs(tmp_path, one_thread, capsys):
 def test_gpu_hours_from_a_bench_measurement_and_from_flops(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"objective": "dream", "preset": "L", "batch": 32, "step_ms": 500.0,
                                                  "device": "H100"}))
+    (tmp_path / "c.json").write_text(json.dumps({"batch": 64, "step_ms": 900.0, "device": "cpu",  # as bench train --json
+                                                 "command": "python -m benchmark bench train --objective clip --preset B"}))
     bench = load_bench([str(tmp_path)])
+    assert {(b["objective"], b["preset"]) for b in bench} == {("dream", "L"), ("clip", "B")}
     (p,) = [q for q in plan("table5", {"out": str(tmp_path)}) if "T5 DREAM" in q["labels"]]
     cfg = p["cfg"]
     hours, how = estimate_hours(cfg, bench)
