@@ -255,7 +255,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from benchmark.cache import cache_features
 
     args.steps = args.out = args.seed = None
-    args.tasks = "none"  # caching evaluates nothing: no task (and no task data) to check
+    args.tasks = "none"  # caching evaluates nothing: the preset's tasks must not be resolved against cc12m
     args.schedule, args.include = None, []
     cfg = config_from_args(args)
     man = cache_features(cfg, batch_size=args.batch, device=args.device)
@@ -333,6 +333,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return sweep_command(args)
 
 
+def cmd_genref(args: argparse.Namespace) -> int:
+    """CC12M-50K / MS-COCO-30K reference folders (+ clean-fid statistics) for fid and clip_score (issue 15)."""
+    from benchmark.tasks._genref import genref_command
+
+    return genref_command(args)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from benchmark.status import status_command
 
@@ -389,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an eval setting for this evaluation, e.g. --set eval.fewshot_episodes=600")
     add_executor_args(p_eval)
     p_eval.set_defaults(func=cmd_eval)
-    p_sweep = sub.add_parser("sweep", help="submit a paper sweep (table4..table17, fig4) as one Slurm array")
+    p_sweep = sub.add_parser("sweep", help="submit a paper sweep (table1..table17, fig4/6/7, paper, mini) as one array")
     add_sweep_args(p_sweep)
     p_sweep.set_defaults(func=cmd_sweep)
     p_status = sub.add_parser("status", help="one line per run: state, progress, requeues, Slurm job id")
@@ -443,6 +450,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_gen.add_argument("--seeds", type=int, default=1, help="images per prompt (grid columns), seeds seed..seed+n-1")
     p_gen.add_argument("--no-ema", action="store_true", help="the live weights instead of the EMA")
     p_gen.set_defaults(func=cmd_generate)
+    p_ref = sub.add_parser("genref", help="build the CC12M-50K / MS-COCO-30K reference folders and their FID statistics")
+    p_ref.add_argument("--out", required=True, help="reference root (then --set eval.gen_root=OUT)")
+    p_ref.add_argument("--cc12m", default=None, metavar="SHARDS_ROOT", help="CC12M shards (img2dataset layout)")
+    p_ref.add_argument("--shards", default="", help="brace pattern under SHARDS_ROOT, as data.shards")
+    p_ref.add_argument("--holdout", type=int, default=50_000, help="held-out pairs, as data.holdout (default 50000)")
+    p_ref.add_argument("--coco", default=None, metavar="COCO_ROOT", help="COCO 2014 (annotations/, val2014/)")
+    p_ref.add_argument("--coco-n", type=int, default=30_000, help="COCO images (default 30000)")
+    p_ref.add_argument("--seed", type=int, default=0, help="seed of the COCO image draw")
+    p_ref.add_argument("--inception-path", default="", help="clean-fid Inception folder (or $DREAM_BENCH_INCEPTION)")
+    p_ref.add_argument("--fid-mode", default="clean", help="clean-fid mode, as eval.fid_mode")
+    p_ref.set_defaults(func=cmd_genref)
+
     p_cache = sub.add_parser("cache", help="precompute VAE latents, T5 features, CLIP ids of CC12M (resumable)")
     p_cache.add_argument("--objective", default="dream", help="sets the CLIP context length it stores")
     p_cache.add_argument("--preset", default="L", help="image size, text length, T5 width come from it")

@@ -89,6 +89,7 @@ class DataConfig:
     cache_dir: str = ""  # feature-cache shards; "" = <root>/cache, beside the images
     shuffle_buffer: int = 1000  # webdataset sample shuffle buffer (per loader worker)
     resampled: bool = True  # shards drawn with replacement per (rank, worker) seed; false = exact epochs
+    holdout: int = 0  # CC12M pairs kept out of training for the CC12M-50K reference (50,000; benchmark/data/cc12m.py)
 
 
 @dataclass
@@ -122,7 +123,7 @@ class EvalConfig:
     clip_model: str = "ViT-L-14"  # external CLIP for the CLIP score and the reranker (open_clip name; anchors-eval §5.3)
     clip_path: str = ""  # its local weights file; env DREAM_BENCH_CLIP
     sad_bench_prompts: int = 0  # prompts per `bench sample` row; 0 = gen_samples
-    # -- representation tasks: lp, robustness, fewshot, zeroshot (issue 4); ft, fewshot, zeroshot own theirs (task.<name>.*) --
+    # -- representation tasks (issue 4); ft, fewshot, zeroshot, seg, depth own theirs (task.<name>.*) --
     lp_aug_scale: float = 0.2  # augmented mode: RandomResizedCrop scale (0.2, 1) + flip (MAGE main_linprobe, Table 22)
     lp_micro_batch: int = 0  # > 0: accumulate micro-batches of this size up to lp_batch (effective 4096, Table 22)
     robustness_root: str = ""  # IN-A/R/Sketch/Hard, ImageNetV2, ObjectNet folders; env DREAM_BENCH_ROBUSTNESS
@@ -138,19 +139,6 @@ class EvalConfig:
     dense_n_test: int = 512
     ade20k_root: str = ""  # ADEChallengeData2016 layout; env DREAM_BENCH_ADE20K
     nyu_root: str = ""  # BTS layout with nyu_train.txt / nyu_test.txt; env DREAM_BENCH_NYU
-    seg_recipe: str = "paper"  # paper: lr 1e-4 (§9.5.3) | dinov3: lr 1e-3 (DINOv3 ADE20K linear config)
-    seg_lr: float = 0.0  # 0 = from seg_recipe
-    seg_iters: int = 40_000  # §9.5.3 "trained for 40k iterations"
-    seg_warmup: int = 1_500  # §9.5.3 "1.5k warm-up steps"
-    seg_weight_decay: float = 1e-3  # DINOv3 config (AdamW betas 0.9, 0.999, no clipping)
-    depth_lr: float = 3e-4  # §9.5.4 "learning rate of 3e-4"
-    depth_iters: int = 38_400  # §9.5.4 "38.4k iterations"
-    depth_warmup: int = 12_800  # §9.5.4 "12.8k warm-up steps"
-    depth_weight_decay: float = 1e-4  # DINOv3 NYU config (AdamW betas 0.9, 0.99)
-    depth_grad_clip: float = 35.0  # DINOv3 NYU config
-    depth_bins: int = 256  # DINOv3 NYU config: 256 bins over [min_depth, max_depth]
-    depth_min: float = 1e-3
-    depth_max: float = 10.0
 
 
 @dataclass
@@ -438,6 +426,7 @@ def validate(cfg: RunConfig) -> None:
     check(0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)")
     check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
     check(d.n_train >= t.batch_size, f"data.n_train ({d.n_train}) must be >= train.batch_size")
+    check(d.holdout >= 0, f"data.holdout must be >= 0 (pairs kept out of training), got {d.holdout}")
     # -- generation tasks (issue 3) --
     choice("eval.sad_rerank", e.sad_rerank, ("self", "clip"))
     choice("eval.fid_mode", e.fid_mode, ("clean", "legacy_tensorflow", "legacy_pytorch"))
@@ -453,17 +442,10 @@ def validate(cfg: RunConfig) -> None:
     # -- dense probes (issue 5) --
     choice("eval.dense_mode", e.dense_mode, ("full", "fast"))
     choice("eval.dense_tokens", e.dense_tokens, ("image", "image+buffer"))
-    choice("eval.seg_recipe", e.seg_recipe, ("paper", "dinov3"))
     check(0 <= e.dense_layer <= cfg.encoder_depth, f"eval.dense_layer must be in [0, {cfg.encoder_depth}]")
     check(e.dense_resolution >= 0, f"eval.dense_resolution must be >= 0, got {e.dense_resolution}")
     check(e.dense_batch >= 1 and e.dense_n_train >= 1 and e.dense_n_test >= 1,
           "eval.dense_batch, eval.dense_n_train and eval.dense_n_test must be >= 1")
-    check(e.seg_iters >= 1 and e.depth_iters >= 1, "eval.seg_iters and eval.depth_iters must be >= 1")
-    check(0 <= e.seg_warmup < e.seg_iters, f"eval.seg_warmup must be in [0, eval.seg_iters), got {e.seg_warmup}")
-    check(0 <= e.depth_warmup < e.depth_iters, f"eval.depth_warmup must be in [0, eval.depth_iters), got {e.depth_warmup}")
-    check(e.seg_lr >= 0 and e.depth_lr > 0, "eval.seg_lr must be >= 0 and eval.depth_lr > 0")
-    check(0 < e.depth_min < e.depth_max and e.depth_bins >= 2,
-          "eval.depth_min/depth_max need 0 < min < max and eval.depth_bins >= 2")
     # -- data and caching (issue 8) --
     check(d.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {d.shuffle_buffer}")
     check(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
@@ -598,8 +580,16 @@ NON_SEMANTIC = {"tasks",
 }
 
 
+# Fields added after runs were recorded: hashed only when set, so the run ids of existing records stay valid.
+HASHED_WHEN_SET = {"data.holdout": 0}
+
+
 def config_hash(cfg: RunConfig) -> str:
     d = cfg.to_dict()
+    for key, default in HASHED_WHEN_SET.items():
+        sec, name = key.split(".")
+        if d[sec].get(name) == default:
+            d[sec].pop(name)
     for sec in NON_TRAINING_SECTIONS:
         d.pop(sec, None)
     for key in NON_SEMANTIC:

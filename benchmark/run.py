@@ -34,6 +34,7 @@ def execute(cfg: RunConfig, resume: bool = False, force: bool = False, stop_afte
     for inc in cfg.include:
         registry.include(inc)
     preflight(cfg, cfg.tasks)  # missing real data fails now, not after training
+    check_snapshot_tasks(cfg)
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         from benchmark.config import ConfigError
 
@@ -59,7 +60,8 @@ def _execute(cfg: RunConfig, run_dir: Path, resume: bool, force: bool, stop_afte
                 comps, _, rec = load_run(run_dir, use_ema=cfg.eval.use_ema)
                 rec.data["config"]["eval"] = cfg.to_dict()["eval"]
                 rec.data["config"]["task"] = cfg.to_dict()["task"]
-                evaluate(comps, cfg, rec, missing)
+                evaluate(comps, cfg, rec, [t for t in missing if "@" not in t])
+                evaluate_snapshots(comps, cfg, rec, run_dir, [t for t in missing if "@" in t])
                 rec.save()
                 print_summary(rec)
             return run_dir
@@ -84,7 +86,8 @@ def _execute(cfg: RunConfig, run_dir: Path, resume: bool, force: bool, stop_afte
             return run_dir
         if cfg.eval.use_ema:
             comps.model.load_state_dict(comps.ema_state)
-        evaluate(comps, cfg, rec, cfg.tasks)
+        evaluate(comps, cfg, rec, [t for t in cfg.tasks if "@" not in t])
+        evaluate_snapshots(comps, cfg, rec, run_dir, [t for t in cfg.tasks if "@" in t])
         if cfg.eval.samples > 0 and comps.objective.capabilities.decoder:
             t0 = time.time()
             write_sample_grid(comps, cfg, run_dir / "samples.png")
@@ -118,6 +121,48 @@ def evaluate(comps: Components, cfg: RunConfig, rec: RunRecord, task_names: list
         metrics = task.run(comps, res.cfg)
         extra = {**task.extra(), "data": "synthetic stand-in" if res.synthetic else "real"}
         rec.set_task(name + suffix, task.version, metrics, dict(task.higher_is_better), time.time() - t0, extra)
+
+
+def check_snapshot_tasks(cfg: RunConfig) -> None:
+    """``lp@E`` in ``--tasks`` needs an EMA snapshot at epoch E: fail before training, not after."""
+    from benchmark.config import ConfigError
+
+    every = cfg.train.snapshot_every
+    for name in (t for t in cfg.tasks if "@" in t):
+        epoch = name.rpartition("@")[2]
+        try:
+            e = float(epoch)
+        except ValueError:
+            raise ConfigError(f"task {name!r}: the part after @ is an epoch, e.g. lp@12") from None
+        if every <= 0 or not 0 < e < cfg.train.epochs or abs(e / every - round(e / every)) > 1e-6:
+            raise ConfigError(f"task {name!r} evaluates the EMA snapshot of epoch {epoch}: train with "
+                              f"--set train.snapshot_every=S so that {epoch} is a multiple of S below train.epochs "
+                              f"({cfg.train.epochs:g}); now snapshot_every={every:g}")
+
+
+def evaluate_snapshots(comps: Components, cfg: RunConfig, rec: RunRecord, run_dir: Path, names: list[str]) -> None:
+    """``lp@12``: the task on the EMA snapshot of epoch 12 (``train.snapshot_every``), stored as ``lp@12`` (Fig. 6);
+    the model's weights are put back afterwards."""
+    if not names:
+        return
+    from benchmark.train import snapshot_name
+
+    by_epoch: dict[float, list[str]] = {}
+    for name in names:
+        base, _, epoch = name.rpartition("@")
+        by_epoch.setdefault(float(epoch), []).append(base)
+    final = {k: v.clone() for k, v in comps.model.state_dict().items()}
+    try:
+        for epoch, bases in sorted(by_epoch.items()):
+            path = run_dir / snapshot_name(epoch)
+            if not path.exists():
+                have = sorted(p.name for p in run_dir.glob("ema_e*.pt"))
+                raise FileNotFoundError(f"{bases[0]}@{epoch:g}: no {path.name} in {run_dir} (snapshots here: "
+                                        f"{', '.join(have) or 'none'}; train with --set train.snapshot_every=N)")
+            comps.model.load_state_dict(torch.load(path, map_location=comps.device, weights_only=False)["model"])
+            evaluate(comps, cfg, rec, bases, suffix=f"@{epoch:g}")
+    finally:
+        comps.model.load_state_dict(final)
 
 
 def load_run(run_dir: Path, use_ema: bool = True, epoch: float | None = None) -> tuple[Components, RunConfig, RunRecord]:

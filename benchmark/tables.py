@@ -146,29 +146,68 @@ class TableSpec:
         implied = {}
         if m.get("objective", "dream") == "dream":  # the recipes' defaults need no --set (paper: sigma 0.55)
             implied = {**BASE, "config.schedule.sigma": 0.55} if recipe == "paper" else BASE
-        sets = {k[len("config."):]: v for k, v in {**m, **row.paper}.items()
+        sets = {k[len("config."):]: v for k, v in m.items()
                 if k.startswith("config.") and not (k in implied and _eq(implied[k], v))}
+        # the paper's setting of the row beyond its match (e.g. REPA's CLIP-L teacher in Table 2): a run at another
+        # preset takes that preset's own values instead (a tiny encoder has no layer 6 and no CLIP-L weights)
+        paper_sets = {k[len("config."):]: v for k, v in row.paper.items()
+                      if k.startswith("config.") and k not in m and not (k in implied and _eq(implied[k], v))}
         for k, (field_, _) in DERIVED.items():  # e.g. a warm-up fraction -> schedule.warmup_epochs of 48
             if k in m and not (k in implied and _eq(implied[k], m[k])):
-                sets[field_] = round(m[k] * ABL_EPOCHS, 6)
+                sets[field_] = ("fraction", m[k])  # of the run's own epochs (48 at the paper's setting)
+        # Tables 7, 8, 16 compare encoder layers up to 12: at a smaller preset every row gets an encoder that deep
+        layers = [r.match.get(k, 0) for r in self.rows for k in ("config.objective.clip_layer", "config.objective.repa_layer")]
         return {"objective": m.get("objective", "dream"), "schedule": m.get("schedule"),
                 "preset": row.paper.get("preset", "L"), "data": row.paper.get("data", "cc12m"),
-                "recipe": recipe, "set": sets, "tasks": self.run_tasks(row),
-                "sample": row.variant is not None}
+                "recipe": recipe, "set": sets, "paper_set": paper_sets, "tasks": self.run_tasks(row),
+                "sample": row.variant is not None, "encoder_depth": max(layers, default=0)}
 
     def grid(self) -> list[dict[str, Any]]:
         return [self.overrides(r) for r in self.rows]
 
-    def command(self, row: RowSpec) -> str:
+    def command(self, row: RowSpec, preset: str | None = None, data: str | None = None) -> str:
+        """The command that fills ``row``: at the paper's setting, or at ``preset``/``data`` (those of the runs the
+        table already holds, e.g. tiny on synthetic data: the row's own settings, the synthetic task names)."""
         o = self.overrides(row)
+        preset, data = preset or o["preset"], data or o["data"]
         parts = ["python -m benchmark run", f"--objective {o['objective']}"]
         if o["schedule"]:
             parts.append(f"--schedule {o['schedule']}")
-        parts += [f"--preset {o['preset']}", f"--data {o['data']}", f"--recipe {o['recipe']}"]
-        parts += [f"--set {k}={_fmt_value(v)}" for k, v in o["set"].items()]
-        parts.append(f"--tasks {','.join(o['tasks']) or 'none'}")
+        parts += [f"--preset {preset}", f"--data {data}", f"--recipe {o['recipe']}"]
+        if data == "cc12m":  # the CC12M-50K FID reference pairs stay out of training (`benchmark genref`)
+            parts.append("--set data.holdout=50000")
+        sets = {**(o["paper_set"] if preset == o["preset"] else {}), **o["set"]}
+        epochs = ABL_EPOCHS
+        if preset != o["preset"]:
+            from benchmark.config import build_config
+
+            own = build_config(o["objective"], o["schedule"], preset, o["recipe"], {"data.name": data})
+            epochs = own.train.epochs
+            if own.model.depth < 2 * o["encoder_depth"]:  # as `sweep` does: the encoder is the first half
+                sets = {"model.depth": 2 * o["encoder_depth"], **sets}
+        parts += [f"--set {k}={_fmt_value(round(v[1] * epochs, 6) if isinstance(v, tuple) else v)}"
+                  for k, v in sets.items()]
+        tasks = o["tasks"]
+        if data == "synthetic":
+            tasks = synthetic_names(tasks)
+        parts.append(f"--tasks {','.join(tasks) or 'none'}")
         cmd = " ".join(parts)
         return cmd + " && python -m benchmark bench sample --run <run dir>" if o["sample"] else cmd
+
+
+# Tasks with a synthetic stand-in stored as <task>/synthetic (what a tiny sweep on synthetic data asks for).
+STAND_IN_TASKS = ("lp", "ft", "zeroshot", "robustness", "fewshot", "seg", "depth", "fid", "clip_score")
+
+
+def synthetic_names(tasks: list[str]) -> list[str]:
+    """The synthetic stand-ins of real-data task names: ``lp`` -> ``lp/synthetic``, ``fid/coco`` and
+    ``fid/cc12m`` -> ``fid/synthetic``, ``lp@12`` -> ``lp/synthetic@12``; other tasks keep their names."""
+    out = []
+    for t in tasks:
+        name, at, epoch = t.partition("@")
+        base = name.split("/", 1)[0]
+        out.append(f"{base}/synthetic{at}{epoch}" if base in STAND_IN_TASKS else t)
+    return list(dict.fromkeys(out))
 
 
 def _fmt_value(v: Any) -> str:
@@ -501,6 +540,9 @@ def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[st
     skipped: list[str] = []
     recs = load_records(runs_dir, spec.tasks(), rejected, skipped)
     assigned = _assign(spec, recs)
+    # a missing row's command at the setting of the runs the table holds (the paper's if it holds none)
+    held = [(r.get("preset"), r.get("data")) for group in assigned.values() for r in group]
+    like = max(set(held), key=held.count) if held else (None, None)
     rows: list[Row] = []
     notes: list[str] = [f"skipped {len(skipped)} unreadable record(s) (not a run record): {', '.join(skipped)}"] \
         if skipped else []
@@ -528,7 +570,7 @@ def compute(n: int, runs_dir: str | Path) -> tuple[TableSpec, list[Row], list[st
         if rs.paper.get("preset") == "external":
             continue
         if not use:
-            notes.append(f"missing {rs.label}: {spec.command(rs)}")
+            notes.append(f"missing {rs.label}: {spec.command(rs, *like)}")
             continue
         # cells the paper reports that no run filled: the command that fills them, per run
         gaps = [c for c in spec.columns if cells[c.label].ours is None and (rs.label, c.label) in paper]

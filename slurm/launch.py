@@ -157,12 +157,21 @@ class RunJob(submitit.helpers.Checkpointable):
     """Train + evaluate one run from a plain config dict (the package is installed, so this unpickles in
     the job; the pickle carries no model, path to a checkpoint or resume flag)."""
 
-    def __call__(self, cfg: dict[str, Any], force: bool = False) -> str:
-        return run_job(cfg, force)
+    def __call__(self, cfg: dict[str, Any], force: bool = False, sample: bool = False) -> str:
+        run_dir = run_job(cfg, force)
+        if sample:  # Tables 6, 17 (sweeps): `bench sample` on the finished run
+            from benchmark.slurm.sweeps import run_sample
 
-    def checkpoint(self, cfg: dict[str, Any], force: bool = False) -> submitit.helpers.DelayedSubmission:
+            from benchmark import distributed
+            from benchmark.config import from_dict
+
+            if distributed.is_main():
+                run_sample(run_dir, from_dict(cfg))
+        return run_dir
+
+    def checkpoint(self, cfg: dict[str, Any], force: bool = False, sample: bool = False) -> submitit.helpers.DelayedSubmission:
         # A fresh instance (no stale state) and never ``force`` again: a requeued --force job must resume.
-        return submitit.helpers.DelayedSubmission(type(self)(), cfg, force=False)
+        return submitit.helpers.DelayedSubmission(type(self)(), cfg, force=False, sample=sample)
 
 
 class EvalJob(submitit.helpers.Checkpointable):
@@ -268,19 +277,21 @@ def jobs_folder(out: str | Path) -> Path:
 
 
 def submit_runs(cfgs: list, executor: str, prof: dict[str, Any], force: bool = False,
-                folder: str | Path | None = None) -> list:
-    """One job per config; several configs go out as one Slurm array (one sbatch call)."""
+                folder: str | Path | None = None, sample: list[bool] | None = None) -> list:
+    """One job per config; several configs go out as one Slurm array (one sbatch call). ``sample[i]``: run
+    `bench sample` after config i's run (sweeps of Tables 6, 17)."""
     from benchmark.config import run_id
 
     if not cfgs:
         return []
     folder = folder or jobs_folder(cfgs[0].out)
     ex = make_executor(executor, folder, prof)
+    flags = sample or [False] * len(cfgs)
     if len(cfgs) == 1 or executor != "slurm":
-        jobs = [ex.submit(RunJob(), c.to_dict(), force) for c in cfgs]
+        jobs = [ex.submit(RunJob(), c.to_dict(), force, s) for c, s in zip(cfgs, flags)]
     else:
         with ex.batch():
-            jobs = [ex.submit(RunJob(), c.to_dict(), force) for c in cfgs]
+            jobs = [ex.submit(RunJob(), c.to_dict(), force, s) for c, s in zip(cfgs, flags)]
     for c, job in zip(cfgs, jobs):
         update_job_info(Path(c.out) / run_id(c), executor=executor, job_id=str(job.job_id), submitted=_now(),
                         log=str(job.paths.stdout), started=None)

@@ -16,32 +16,56 @@ the targets are the scenes' depth maps (square images at the model's size: the n
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from benchmark.tasks import _dense as D
-from benchmark.tasks.base import Task
+from benchmark.tasks.base import Task, TaskSettings
 
 from benchmark.data.dense import build_dense_data
 from benchmark.registry import register_task
+from benchmark.settings import check
+
+
+@dataclass
+class DepthSettings(TaskSettings):
+    """The NYU-v2 linear depth probe (§9.5.4, DINOv3's config). ``--set task.depth.<field>=`` (or ``eval.depth_<field>``)."""
+
+    prefix = "depth_"
+    lr: float = 3e-4  # §9.5.4 "learning rate of 3e-4"
+    iters: int = 38_400  # §9.5.4 "38.4k iterations"
+    warmup: int = 12_800  # §9.5.4 "12.8k warm-up steps"
+    weight_decay: float = 1e-4  # DINOv3 NYU config (AdamW betas 0.9, 0.99)
+    grad_clip: float = 35.0  # DINOv3 NYU config
+    bins: int = 256  # DINOv3 NYU config: 256 bins over [min, max] metres
+    min: float = 1e-3
+    max: float = 10.0
+
+    def validate(self, run) -> None:
+        check(self.iters >= 1 and self.lr > 0, "task.depth.iters must be >= 1 and task.depth.lr > 0")
+        check(0 <= self.warmup < self.iters, f"task.depth.warmup must be in [0, task.depth.iters), got {self.warmup}")
+        check(0 < self.min < self.max and self.bins >= 2, "task.depth.min/max need 0 < min < max and task.depth.bins >= 2")
 
 
 @register_task("depth")
 class Depth(Task):
     """Linear depth probe (NYU-Depth-v2, or the synthetic scenes' depth maps)."""
 
+    Settings = DepthSettings
     version = 1
     higher_is_better = {"rmse": False, "arel": False, "d1": True, "d2": True, "d3": True}
     requires = ("nyu_depth_v2",)
 
     def run(self, model, cfg) -> dict[str, float]:
         e, device = cfg.eval, model.device
+        q = cfg.task_settings("depth")
         res, stride = D.probe_resolution(cfg)
         train, test, data_name = build_dense_data(cfg, "depth")
         nyu = data_name == "nyu_depth_v2"
-        lo, hi = e.depth_min, e.depth_max
+        lo, hi = q.min, q.max
         torch.manual_seed(cfg.seed)
-        head = D.LinearDepthHead(D.feature_dim(model, e.dense_tokens), e.depth_bins, lo, hi).to(device)
+        head = D.LinearDepthHead(D.feature_dim(model, e.dense_tokens), q.bins, lo, hi).to(device)
 
         t0 = time.time()
         if e.dense_mode == "fast":
@@ -52,7 +76,7 @@ class Depth(Task):
             depths = torch.stack([train[i][1] for i in range(len(train))])
             batches = ((f.to(device), y.to(device)) for f, y in D.cached_batches(feats, depths, e.dense_batch, cfg.seed))
         else:
-            loader = D.infinite_batches(D.DepthTrainSet(train, res, stride, nyu), e.dense_batch, e.depth_iters, cfg.seed,
+            loader = D.infinite_batches(D.DepthTrainSet(train, res, stride, nyu), e.dense_batch, q.iters, cfg.seed,
                                         cfg.data.num_workers)
             batches = ((D.patch_features(model, x, e.dense_layer, e.dense_tokens), y.to(device)) for x, y in loader)
 
@@ -60,9 +84,9 @@ class Depth(Task):
             pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             return D.sig_loss(pred, gt, (gt > lo) & (gt < hi), warmup=it < D.SIGLOSS_WARMUP)
 
-        start = e.depth_lr / D.DEPTH_DIV_FACTOR  # torch/mmcv OneCycle: min lr = start lr / final_div_factor
-        curve = D.train_head(head, batches, loss_fn, e.depth_iters, e.depth_lr, e.depth_warmup, D.DEPTH_BETAS,
-                             e.depth_weight_decay, start, start / D.DEPTH_FINAL_DIV, e.depth_grad_clip, D.DEPTH_MOMENTUM)
+        start = q.lr / D.DEPTH_DIV_FACTOR  # torch/mmcv OneCycle: min lr = start lr / final_div_factor
+        curve = D.train_head(head, batches, loss_fn, q.iters, q.lr, q.warmup, D.DEPTH_BETAS,
+                             q.weight_decay, start, start / D.DEPTH_FINAL_DIV, q.grad_clip, D.DEPTH_MOMENTUM)
         t_train = time.time() - t0
 
         # Mean valid training depth: the trivial baseline (computed on <= 500 training maps).
@@ -104,8 +128,8 @@ class Depth(Task):
             "resolution": D.resolution_note(cfg, res, stride) if not nyu else
             f"short side {res} px, sides rounded to the {stride}-px token stride, position embeddings resampled",
             "layer": "last (after the final norm)" if e.dense_layer == 0 else f"block {e.dense_layer} (raw)",
-            "tokens": e.dense_tokens, "iters": e.depth_iters, "lr": e.depth_lr, "warmup": e.depth_warmup,
-            "batch": e.dense_batch, "bins": e.depth_bins, "depth_range": [lo, hi], "eigen_crop": nyu, "flip_tta": True,
+            "tokens": e.dense_tokens, "iters": q.iters, "lr": q.lr, "warmup": q.warmup,
+            "batch": e.dense_batch, "bins": q.bins, "depth_range": [lo, hi], "eigen_crop": nyu, "flip_tta": True,
             "loss_first": curve[0], "loss_last": sum(curve[-20:]) / len(curve[-20:]), "train_s": round(t_train, 2),
             "delta_unit": "fraction", "rmse_unit": "metres (scene units on synthetic data)",
             "baseline": "mean valid training depth", "baseline_depth": mean_depth,

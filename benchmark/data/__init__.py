@@ -52,4 +52,5 @@ def build_train_data(cfg) -> SyntheticTrainData | CC12MTrainData:
         return SyntheticTrainData(d.n_train, cfg.seed, cfg.model.image_size, d.hflip)
     return CC12MTrainData(d.root, cfg.seed, cfg.model.image_size, d.hflip, d.num_workers, shards=d.shards,
                           cached=d.cached, cache_dir=d.cache_dir, shuffle_buffer=d.shuffle_buffer,
-                          resampled=d.resampled, expect=cache_settings(cfg) if d.cached else None)
+                          resampled=d.resampled, expect=cache_settings(cfg) if d.cached else None,
+                          holdout=d.holdout)

@@ -67,6 +67,56 @@ def cc12m_shards(root: str, pattern: str = "") -> list[str]:
     return [str(s) for s in shards]
 
 
+# CC12M-50K (Table 2): the paper's FID reference is 50,000 held-out CC12M pairs. With ``data.holdout = N`` the
+# trailing shards of the sorted list that hold the first N pairs are kept out of training (whole shards, so the
+# loaders stay shard-parallel; the rest of those shards is unused), and ``python -m benchmark genref`` writes
+# the first N of them as the reference folder.
+CC12M_HOLDOUT = 50_000
+
+
+def shard_size(shard: str | Path) -> int:
+    """Pairs in a shard: img2dataset's ``<shard>_stats.json`` ("successes") when present, else its tar listing."""
+    import json
+    import tarfile
+
+    stats = Path(shard).with_name(Path(shard).stem + "_stats.json")
+    if stats.exists():
+        return int(json.loads(stats.read_text())["successes"])
+    with tarfile.open(shard) as tar:
+        names = tar.getnames()
+    return len({n.rsplit(".", 1)[0] for n in names if n.rsplit(".", 1)[-1].lower() in IMAGE_EXTS})
+
+
+def holdout_split(shards: list[str], n: int) -> tuple[list[str], list[str]]:
+    """(training shards, held-out shards): the fewest trailing shards that hold ``n`` pairs are held out."""
+    if n <= 0:
+        return shards, []
+    held, count = [], 0
+    for s in reversed(shards):
+        if count >= n:
+            break
+        held.insert(0, s)
+        count += shard_size(s)
+    if count < n or len(held) == len(shards):
+        raise FileNotFoundError(f"data.holdout={n} needs {n} held-out pairs and some shards left to train on; the "
+                                f"{len(shards)} shards hold {count if len(held) == len(shards) else 'more'} pairs. "
+                                f"{CC12M_HELP}")
+    return shards[:-len(held)], held
+
+
+def heldout_pairs(shards: list[str], n: int, image_size: int = 256) -> Iterator[dict[str, Any]]:
+    """The first ``n`` readable pairs of the held-out shards, in shard and tar order (key, uint8 crop, caption)."""
+    import webdataset as wds
+
+    counter = SkipCounter()
+    pipe = wds.DataPipeline(wds.SimpleShardList(holdout_split(shards, n)[1]), wds.tarfile_to_samples(handler=counter),
+                            wds.map(functools.partial(decode_raw, image_size=image_size), handler=counter))
+    for i, sample in enumerate(pipe):
+        if i >= n:
+            return
+        yield sample
+
+
 def cache_dir_for(root: str, cache_dir: str = "") -> Path:
     """The feature cache sits beside the images unless ``data.cache_dir`` says otherwise."""
     return Path(cache_dir) if cache_dir else Path(root or os.environ.get("DREAM_BENCH_DATA", "")) / "cache"
@@ -188,12 +238,12 @@ class CC12MTrainData:
     def __init__(self, root: str, seed: int, image_size: int, hflip: bool = True, num_workers: int = 8,
                  shards: str = "", cached: bool = False, cache_dir: str = "", shuffle_buffer: int = 1000,
                  resampled: bool = True, rank: int | None = None, world: int | None = None,
-                 expect: dict[str, Any] | None = None) -> None:
+                 expect: dict[str, Any] | None = None, holdout: int = 0) -> None:
         """``expect``: the cache settings the run needs (``benchmark.cache.cache_settings``), checked
-        against the cache's manifest."""
+        against the cache's manifest; ``holdout``: pairs kept out of training (``holdout_split``)."""
         from benchmark import distributed
 
-        self.raw_shards = cc12m_shards(root, shards)
+        self.raw_shards, self.heldout_shards = holdout_split(cc12m_shards(root, shards), holdout)
         self.cached = cached
         if cached:
             cdir = cache_dir_for(root, cache_dir)
@@ -281,6 +331,7 @@ class CC12MTrainData:
     def stats(self) -> dict[str, Any]:
         """What the run record keeps about the data (the loop stores it under record["train"]["data"])."""
         return {"source": "cache" if self.cached else "shards", "n_shards": len(self.shards),
+                "heldout_shards": [Path(s).name for s in self.heldout_shards],
                 "samples_seen": self.samples_seen, "corrupt_skipped": self.skipped,
                 "rank": self.rank, "world_size": self.world, "resampled": self.resampled}
 

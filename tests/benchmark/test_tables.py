@@ -388,14 +388,17 @@ def test_grid_and_command():
     cmd = spec.command(spec.rows[1])
     assert cmd.startswith("python -m benchmark run --objective dream --schedule wm --preset L --data cc12m")
     assert "--set objective.gamma=0.25" in cmd
-    assert "--set" not in spec.command(spec.rows[2])  # the default setting needs no override
+    assert spec.command(spec.rows[2]).count("--set") == 1  # only the held-out CC12M-50K reference pairs
+    assert "--set data.holdout=50000 " in spec.command(spec.rows[2])
     # Table 11: the warm-up is matched as a fraction of training; the command sets epochs of the 48-epoch recipe
     t11 = TABLES[11]
-    assert "--set schedule.warmup_epochs=42.0 " in t11.command(t11.rows[2]) and "--set" not in t11.command(t11.rows[1])
+    assert "--set schedule.warmup_epochs=42.0 " in t11.command(t11.rows[2]) and t11.command(t11.rows[1]).count("--set") == 1
     # Tables 6, 17: the DREAM ablation run, then `bench sample`; the main DREAM row: paper recipe (sigma 0.55)
     cmd6 = TABLES[6].command(TABLES[6].rows[3])
-    assert cmd6.endswith("--recipe official --tasks none && python -m benchmark bench sample --run <run dir>")
-    assert TABLES[2].command(TABLES[2].rows[-1]).endswith("--recipe paper --tasks " + ",".join(TABLES[2].run_tasks()))
+    assert cmd6.endswith("--recipe official --set data.holdout=50000 --tasks none && python -m benchmark bench sample "
+                         "--run <run dir>")
+    assert TABLES[2].command(TABLES[2].rows[-1]).endswith("--recipe paper --set data.holdout=50000 --tasks "
+                                                          + ",".join(TABLES[2].run_tasks()))
 
 
 def test_task_versions_follow_registered_tasks(tmp_path):

@@ -63,7 +63,7 @@ def test_sweep_array_completes_status_and_resubmit_is_a_noop(slurm_cluster, tmp_
     t0 = time.time()
     assert main(sweep_args(out)) == 0
     printed = capsys.readouterr().out
-    assert "2 grid points, 2 to submit" in printed and "submitted array" in printed
+    assert "2 runs, 2 to submit" in printed and "submitted array" in printed
     run_dirs = sorted(d for d in out.iterdir() if not d.name.startswith("."))
     assert len(run_dirs) == 2
     job_ids = [json.loads((d / "job.json").read_text())["job_id"] for d in run_dirs]
