@@ -1,4 +1,4 @@
-"""``python -m benchmark <command>``: run | eval | generate | sweep | status | table | figure | bench | cache | list.
+"""``python -m benchmark <command>``: run | eval | generate | sweep | status | table | figure | bench | cache | genref | list.
 
 Bad input (unknown plugin, preset or key, invalid value, missing data or weights, a run folder in use) ends with
 exit status 2 and one line on stderr, never a traceback. Any other error ends with one line naming the run folder
