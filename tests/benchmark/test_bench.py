@@ -31,15 +31,10 @@ def test_bench_raw_input_adds_the_frozen_encoders():
 
 def test_bench_loader_reads_the_fixture_shards(tmp_path):
     """`bench loader` on the img2dataset fixture: one epoch (19 readable of 20) in one process."""
-    import importlib.util
-    from pathlib import Path
-
     from benchmark.bench import bench_loader
+    from benchmark.testing import write_img2dataset_shards
 
-    spec = importlib.util.spec_from_file_location("_fx", Path(__file__).parent / "data" / "test_cc12m.py")
-    fx = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fx)
-    fx.write_img2dataset_shards(tmp_path)
+    write_img2dataset_shards(tmp_path)
     res = bench_loader("tiny", {"data.root": str(tmp_path), "data.resampled": "false", "data.num_workers": "0"})
     assert res["samples"] == 19 and res["corrupt_skipped"] == 1 and res["cpu_ms_per_sample"] > 0
 

@@ -10,21 +10,7 @@ import torch
 
 from benchmark import registry
 from benchmark.config import build_config
-from benchmark.testing import small_overrides
-
-
-def _fixture_writer():
-    """The img2dataset fixture writer of tests/benchmark/data/test_cc12m.py (tests are not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_cc12m_fixture", Path(__file__).parent / "data" / "test_cc12m.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_fx = _fixture_writer()
-CORRUPT, write_img2dataset_shards = _fx.CORRUPT, _fx.write_img2dataset_shards
+from benchmark.testing import CORRUPT, small_overrides, write_img2dataset_shards
 
 
 @pytest.fixture(scope="module")

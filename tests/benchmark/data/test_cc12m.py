@@ -1,7 +1,5 @@
 """CC12M webdataset reader on a tiny img2dataset-layout fixture written here (one corrupt sample)."""
 
-import io
-import json
 import tarfile
 from pathlib import Path
 
@@ -11,40 +9,7 @@ import torch
 from PIL import Image
 
 from benchmark.data.cc12m import CC12MTrainData, cc12m_shards
-
-CORRUPT = "000100002"
-
-
-def write_img2dataset_shards(root: Path, n_shards: int = 4, per_shard: int = 5, height: int = 32,
-                             width: int = 48) -> dict[str, str]:
-    """``{00000..}.tar`` with <key>.jpg/.txt/.json as img2dataset writes them; sample 2 of shard 1 has a
-    truncated JPEG. Returns {key: caption} of the readable samples."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    good = {}
-    for s in range(n_shards):
-        with tarfile.open(root / f"{s:05d}.tar", "w") as tar:
-            for i in range(per_shard):
-                key = f"{s:04d}{i:05d}"
-                # smooth content (JPEG keeps it to a few grey levels), distinct per sample and asymmetric
-                yy, xx = np.mgrid[0:height, 0:width]
-                img = np.stack([(xx * 5 + s * 40) % 256, (yy * 7 + i * 50) % 256, (xx + yy) * 2 % 256], -1)
-                img = (img + rng.integers(0, 3, img.shape)).clip(0, 255).astype(np.uint8)
-                buf = io.BytesIO()
-                Image.fromarray(img).save(buf, format="JPEG", quality=95)
-                jpg = buf.getvalue()
-                caption = f"a picture number {i} of shard {s}"
-                if key == CORRUPT:
-                    jpg = jpg[:40]  # truncated: PIL cannot decode it
-                else:
-                    good[key] = caption
-                files = {f"{key}.jpg": jpg, f"{key}.txt": caption.encode(),
-                         f"{key}.json": json.dumps({"key": key, "status": "success"}).encode()}
-                for name, data in files.items():
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-    return good
+from benchmark.testing import write_img2dataset_shards
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from PIL import Image
 
 from benchmark.cli import main
 from benchmark.data.cc12m import CC12MTrainData, cc12m_shards, holdout_split
+from benchmark.testing import CORRUPT, write_img2dataset_shards
 
 
 def _jpg(seed: int, h: int = 40, w: int = 56) -> bytes:
@@ -24,17 +24,9 @@ def _jpg(seed: int, h: int = 40, w: int = 56) -> bytes:
 
 @pytest.fixture(scope="module")
 def cc12m(tmp_path_factory):
-    """4 img2dataset shards of 5 pairs (<key>.jpg/.txt/.json)."""
+    """4 img2dataset shards of 5 pairs (the corrupt sample sits in shard 1, outside the held-out shards)."""
     root = tmp_path_factory.mktemp("cc12m")
-    for s in range(4):
-        with tarfile.open(root / f"{s:05d}.tar", "w") as tar:
-            for i in range(5):
-                key = f"{s:04d}{i:05d}"
-                for name, data in {f"{key}.jpg": _jpg(s * 10 + i), f"{key}.txt": f"pair {i} of shard {s}".encode(),
-                                   f"{key}.json": b"{}"}.items():
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+    write_img2dataset_shards(root)
     return root
 
 
@@ -60,7 +52,7 @@ def test_holdout_keeps_the_reference_pairs_out_of_training(cc12m):
     assert [Path(s).name for s in held] == ["00002.tar", "00003.tar"] and len(train) == 2
     data = CC12MTrainData(str(cc12m), seed=0, image_size=16, num_workers=0, holdout=7, resampled=False)
     keys = {s["key"] for s in data.pipeline(0, stream_seed=1)}
-    assert keys == {f"{s:04d}{i:05d}" for s in (0, 1) for i in range(5)}
+    assert keys == {f"{s:04d}{i:05d}" for s in (0, 1) for i in range(5)} - {CORRUPT}  # the truncated one is skipped
     assert data.stats()["heldout_shards"] == ["00002.tar", "00003.tar"]
     with pytest.raises(FileNotFoundError, match="data.holdout=100"):
         holdout_split(shards, 100)
@@ -78,7 +70,7 @@ def test_genref_builds_the_folders_fid_reads(cc12m, coco, tmp_path, monkeypatch,
     printed = capsys.readouterr().out
     assert "CC12M-7" in printed and "MS-COCO-4" in printed and "fid computes them on first use" in printed
     caps = (out / "cc12m" / "captions.txt").read_text().splitlines()
-    assert caps == [f"pair {i} of shard 2" for i in range(5)] + ["pair 0 of shard 3", "pair 1 of shard 3"]
+    assert caps == [f"a picture number {i} of shard 2" for i in range(5)] + [f"a picture number {i} of shard 3" for i in (0, 1)]
     pngs = sorted((out / "cc12m" / "images").iterdir())
     assert len(pngs) == 7 and Image.open(pngs[0]).size == (256, 256)
     coco_caps = (out / "coco" / "captions.txt").read_text().splitlines()
