@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmark.data.synthetic import VERSION as SYNTHETIC_VERSION
+
 REFERENCE_SEED = 101  # scene seed of the reference network's training scenes (disjoint from SYNTHETIC_SPLITS)
 
 
@@ -30,6 +32,7 @@ class RefRecipe:
     width: int = 32  # channels of the first stage; doubled twice
     seed: int = 0
     version: int = 2  # bump when the architecture or the training changes
+    data_version: int = SYNTHETIC_VERSION  # the scenes it is trained on and checked against
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]

@@ -112,13 +112,13 @@ class FewShot(Task):
 
     def _synthetic_pools(self, model, cfg):
         from benchmark.data import SYNTHETIC_SPLITS
-        from benchmark.data.synthetic import SyntheticShapes
+        from benchmark.data.synthetic import SyntheticShapes, data_tag
 
         e, size = cfg.eval, cfg.model.image_size
         pools = {}
         for split, n in (("probe_train", e.n_probe_train), ("probe_test", e.n_probe_test)):
             ds = SyntheticShapes(n, seed=SYNTHETIC_SPLITS[split], image_size=size)
-            feats = cached(model, f"synthetic-{split}-n{n}-clean-center{size}-pool={e.lp_pool}",
+            feats = cached(model, f"{data_tag()}-{split}-n{n}-clean-center{size}-pool={e.lp_pool}",
                            lambda ds=ds: extract_features(model, ds.images, e.lp_pool, e.batch_size))
             pools[split] = (feats, ds.labels)
         return pools

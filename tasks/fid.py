@@ -97,9 +97,9 @@ def synthetic_reference_folder(prompts_n: int, image_size: int) -> Path:
     from torchvision.io import write_png
 
     from benchmark.data import SYNTHETIC_SPLITS, cache_root
-    from benchmark.data.synthetic import SyntheticShapes
+    from benchmark.data.synthetic import SyntheticShapes, data_tag
 
-    folder = Path(cache_root()) / "genref" / f"synthetic-probe_test-{prompts_n}-{image_size}"
+    folder = Path(cache_root()) / "genref" / f"{data_tag()}-probe_test-{prompts_n}-{image_size}"
     done = folder / "done"
     if not done.exists():
         folder.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,10 @@ def synthetic_probe_split(cfg, split: str):
 
 def synthetic_features(model, cfg, ds, split: str) -> torch.Tensor:
     """Cached centre (= whole) image features of a synthetic split; the key is shared with few-shot."""
+    from benchmark.data.synthetic import data_tag
+
     e = cfg.eval
-    return cached(model, f"synthetic-{split}-n{len(ds)}-clean-center{cfg.model.image_size}-pool={e.lp_pool}",
+    return cached(model, f"{data_tag()}-{split}-n{len(ds)}-clean-center{cfg.model.image_size}-pool={e.lp_pool}",
                   lambda: extract_features(model, ds.images, e.lp_pool, e.batch_size))
 
 

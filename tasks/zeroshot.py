@@ -99,7 +99,7 @@ class ZeroShot(Task):
         kind = z.templates
         if cfg.data.name == "synthetic":
             from benchmark.data import SYNTHETIC_SPLITS
-            from benchmark.data.synthetic import CLASS_NAMES, SyntheticShapes
+            from benchmark.data.synthetic import CLASS_NAMES, SyntheticShapes, data_tag
 
             n = z.n or e.n_probe_test
             ds = SyntheticShapes(n, seed=SYNTHETIC_SPLITS["probe_test"], image_size=cfg.model.image_size)
@@ -109,7 +109,7 @@ class ZeroShot(Task):
                 templates = [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
             else:
                 templates, kind = synthetic_templates(), "synthetic"
-            return ds.images, ds.labels["class"], list(CLASS_NAMES), templates, f"synthetic-probe_test-n{n}-{kind}"
+            return ds.images, ds.labels["class"], list(CLASS_NAMES), templates, f"{data_tag()}-probe_test-n{n}-{kind}"
         from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 
         from benchmark.data.evalsets import eval_transform, imagenet_root, load_imagenet

@@ -56,6 +56,7 @@ __all__ = [
     "SyntheticShapes",
     "caption",
     "caption_corpus",
+    "data_tag",
     "flip_caption",
     "flip_scene",
     "floor_depth",
@@ -113,6 +114,9 @@ LABEL_NAMES: dict[str, tuple[str, ...]] = {
 }
 VARIANTS: tuple[str, ...] = ("clean", "noise", "sketch", "blur", "jitter", "occlude")
 
+# The scenes' version: every on-disk cache of synthetic images, features or networks trained on them carries it
+# (``data_tag()``), so changing a constant below (object scales, colours, ...) never reuses a stale cache. Bump it then.
+VERSION = 2
 BLOCK = 1024  # scenes per RNG block (sampling) and per chunk (rendering)
 MAIN_JITTER = 0.05  # max offset of the main object's centre from its position centre
 SECOND_JITTER = 0.03
@@ -123,6 +127,11 @@ NOISE_STD = 20.0  # "noise": additive Gaussian pixel noise (0-255 scale)
 OCCLUDE_FRACTION = 0.2  # "occlude": area fraction of the gray square patch
 OCCLUDE_GRAY = 128.0
 SKETCH_INK = 0.75  # "sketch": outline colour = object colour x this (keeps white visible)
+
+
+def data_tag() -> str:
+    """``synthetic-v<VERSION>``: the prefix of every cache key of synthetic data."""
+    return f"synthetic-v{VERSION}"
 
 
 def floor_depth(v: np.ndarray | float) -> np.ndarray | float:

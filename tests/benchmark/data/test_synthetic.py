@@ -278,3 +278,19 @@ def test_synthetic_text_dir(tmp_path):
     assert folder == tmp_path / "synthetic" / "t5-tiny-v1"
     assert (folder / "config.json").exists()
     assert synthetic_text_dir(tmp_path) == folder
+
+
+def test_synthetic_caches_carry_the_scene_version(monkeypatch, tmp_path):
+    """Changing the scenes (bumping VERSION) must never reuse a cache built from the old ones."""
+    from benchmark.tasks._reference import RefRecipe
+    from benchmark.tasks.fid import synthetic_reference_folder
+
+    import benchmark.data.synthetic as synthetic
+    from benchmark.data.common import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert RefRecipe().data_version == synthetic.VERSION
+    assert RefRecipe(data_version=synthetic.VERSION + 1).key() != RefRecipe().key()
+    monkeypatch.setattr(synthetic, "VERSION", 99)
+    assert synthetic.data_tag() == "synthetic-v99"
+    assert synthetic_reference_folder(2, 16).name.startswith("synthetic-v99-")
