@@ -83,7 +83,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 SIZES: tuple[str, ...] = ("medium", "large")  # main object; the ``size`` label indexes this
 SECOND_SIZE = "small"  # the optional second object is always small
-OBJECT_SCALE: dict[str, float] = {"small": 0.09, "medium": 0.14, "large": 0.20}  # x image width
+# Version 2 (issue 15): objects 1.3-1.5x larger than version 1's 0.09 / 0.14 / 0.20, so the main object covers
+# ~19 % of the pixels instead of ~9 % and its shape spans 3-5 of the tiny preset's 4-px tokens, not 2-3.
+OBJECT_SCALE: dict[str, float] = {"small": 0.12, "medium": 0.22, "large": 0.30}  # half-size x image width
 OBJECT_DEPTH: dict[str, float] = {"small": 4.0, "medium": 2.5, "large": 1.5}
 POSITIONS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right", "center")
 POSITION_CENTERS: dict[str, tuple[float, float]] = {  # (x, y) in [0, 1], y pointing down
@@ -120,6 +122,7 @@ VERSION = 2
 BLOCK = 1024  # scenes per RNG block (sampling) and per chunk (rendering)
 MAIN_JITTER = 0.05  # max offset of the main object's centre from its position centre
 SECOND_JITTER = 0.03
+SECOND_PROB = 0.5  # probability of the second, small object
 SCALE_JITTER = 0.1  # object scale = OBJECT_SCALE[size] x U(1 - j, 1 + j)
 DEPTH_JITTER = 0.15
 FLOOR_FAR, FLOOR_NEAR = 9.0, 3.0  # floor depth at the top / bottom image row
@@ -191,7 +194,7 @@ def _block_scenes(seed: int, block: int) -> list[Scene]:
     shade = rng.uniform(0.85, 1.05, n)
     djit = rng.uniform(-DEPTH_JITTER, DEPTH_JITTER, n)
     sjit = rng.uniform(1.0 - SCALE_JITTER, 1.0 + SCALE_JITTER, n)
-    has2 = rng.random(n) < 0.5
+    has2 = rng.random(n) < SECOND_PROB
     shape2 = (shape + rng.integers(1, n_s, n)) % n_s
     color2 = (color + rng.integers(1, n_c, n)) % n_c
     pos2 = (pos + rng.integers(1, n_p, n)) % n_p
