@@ -207,13 +207,7 @@ class GaussianDiffusion:
         x = draw() if noise is None else noise.to(device)
         for i in reversed(range(self.num_timesteps)):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-            x_in = torch.cat([x[:n], x[:n]]) if guided else x  # MAR's forward_with_cfg: both see the cond path
-            out = model_fn(x_in, self.original_steps(t), cond)
-            if guided:
-                eps, rest = out.chunk(2, dim=1)
-                half = eps[n:] + scale * (eps[:n] - eps[n:])
-                out = torch.cat([torch.cat([half, half]), rest], dim=1)
-            p = self.p_mean_variance(out, x, t, clip_denoised)
+            p = self.p_mean_variance(_guided_output(model_fn, x, self.original_steps(t), cond, scale), x, t, clip_denoised)
             x = p["mean"]
             if i > 0:  # drawn whatever τ is, so the random stream does not depend on the temperature
                 x = x + torch.exp(0.5 * p["log_variance"]) * draw() * temperature
@@ -227,6 +221,19 @@ class GaussianDiffusion:
         draw_device = generator.device if generator is not None else device
         return torch.stack([torch.randn((n, *shape), generator=generator, device=draw_device)
                             for _ in range(self.num_timesteps)]).to(device)
+
+
+@torch.compiler.nested_compile_region
+def _guided_output(model_fn: ModelFn, x: torch.Tensor, steps: torch.Tensor, cond: torch.Tensor,
+                   scale: float | torch.Tensor | None) -> torch.Tensor:
+    """The model's output at x_t (guided: MAR's forward_with_cfg, both halves see the cond half's x, only ε is
+    guided). One nested compile region: a compiled decoding step unrolls the sampling loop and reuses this per step."""
+    if scale is None:
+        return model_fn(x, steps, cond)
+    n = x.shape[0] // 2
+    eps, rest = model_fn(torch.cat([x[:n], x[:n]]), steps, cond).chunk(2, dim=1)
+    half = eps[n:] + scale * (eps[:n] - eps[n:])
+    return torch.cat([torch.cat([half, half]), rest], dim=1)
 
 
 def create_diffusion(timestep_respacing: str | int | None = None, noise_schedule: str = "cosine",
