@@ -77,8 +77,11 @@ def bench_sample(run: str, prompts_n: int = 0, steps: int = 64, rows: list[tuple
     e = cfg.eval
     prompts, ref_folder, protocol = eval_prompts(cfg, variant, prompts_n or e.sad_bench_prompts)
     if compile:
+        import torch._dynamo as dynamo
+
         from benchmark.models.sampler import compile_decoding
 
+        dynamo.reset()  # a fresh recompile budget for decode_forward in this process
         compile_decoding(comps.backbone, backend)
         for n in (2, 3):
             generate(comps, prompts[:n], gen_spec(e, 1, steps, "self", steps), e.gen_seed, e.gen_batch)
@@ -187,8 +190,10 @@ def bench_decode(preset: str = "L", batch: int = 64, steps: int = 64, compile: b
                            "params_M": sum(p.numel() for p in bb.parameters()) / 1e6,
                            "graph_breaks": breaks, "host_syncs_per_step": syncs / steps}
     if compile:
+        import torch._dynamo as dynamo
         from torch._dynamo.utils import counters
 
+        dynamo.reset()  # a fresh recompile budget for decode_forward in this process
         compile_decoding(bb, backend)
         modes["compiled"] = bb._decode_forward
         graphs0 = counters["stats"]["unique_graphs"]
