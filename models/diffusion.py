@@ -219,8 +219,11 @@ class GaussianDiffusion:
         """Every standard-normal draw ``p_sample_loop`` makes for n rows of ``shape`` (per guided half), drawn
         now in the loop's order: [num_timesteps, n, *shape], the same numbers the loop would draw itself."""
         draw_device = generator.device if generator is not None else device
-        return torch.stack([torch.randn((n, *shape), generator=generator, device=draw_device)
-                            for _ in range(self.num_timesteps)]).to(device)
+        draws = torch.stack([torch.randn((n, *shape), generator=generator, device=draw_device)
+                             for _ in range(self.num_timesteps)])
+        if draws.device.type == "cpu" and torch.device(device).type == "cuda":  # a host generator: one async copy
+            return draws.pin_memory().to(device, non_blocking=True)
+        return draws.to(device)
 
 
 @torch.compiler.nested_compile_region

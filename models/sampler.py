@@ -173,7 +173,8 @@ def decode_step(backbone, state: DecodeState, step: int, steps: int, cfg: float 
     reveal = state.orders[:, after:masked].sort(dim=1).values
     scale = None
     if state.guided:  # MAR scales the last step with its clamped mask_len too
-        scale = torch.tensor(cfg_scale(cfg, cfg_schedule, n, mask_len), dtype=torch.float32).to(device)
+        scale = torch.tensor(cfg_scale(cfg, cfg_schedule, n, mask_len), dtype=torch.float32)
+        scale = scale.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else scale.to(device)
     noise = backbone.head.draw_sample_noise(reveal.numel(), device, generator)
     forward = getattr(backbone, "_decode_forward", None)
     if forward is None:
