@@ -100,10 +100,15 @@ def ratio_at(schedule, progress: float) -> float:
     return float(schedule.sample(100_000, progress, torch.Generator().manual_seed(0)).mean())
 
 
-def count_sync_events(fn, device: torch.device, opt: torch.optim.Optimizer) -> tuple[int, dict[str, int]]:
+def count_sync_events(fn, device: torch.device, opt: torch.optim.Optimizer | None = None) -> tuple[int, dict[str, int]]:
     """Host syncs while running ``fn``: the dispatch-mode detector on CPU, CUDA's own sync debug mode on a GPU.
     On CPU the optimizer's step runs outside the detector: unfused AdamW keeps its step counts in host memory by
     design and reads them there (on a GPU the step is fused and the debug mode sees it)."""
+    if device.type != "cuda" and opt is None:
+        from benchmark.perf import count_syncs
+
+        n, ops = count_syncs(fn)
+        return n, dict(ops)
     if device.type != "cuda":
         from torch.utils._python_dispatch import _disable_current_modes
 

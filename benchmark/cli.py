@@ -203,15 +203,33 @@ def default_prompts(run_dir: Path) -> list[str]:
 
 
 def cmd_bench_sample(args: argparse.Namespace) -> int:
-    """Table-6 rows: throughput at a fixed NFE budget with the quality metrics, written into the record."""
-    from benchmark.bench_sample import bench_sample, format_rows
+    """Table-6 rows of a trained run (--run: throughput at a fixed NFE budget with the quality metrics, written into
+    the record), or without --run the decoding speed of a preset on random weights (eager vs --compile)."""
+    from benchmark.bench_sample import bench_decode, bench_sample, format_rows
 
-    if not args.run:
-        from benchmark.config import ConfigError
+    if args.run:
+        print(format_rows(bench_sample(args.run, args.prompts, args.decode_steps, variant=args.variant,
+                                       use_ema=not args.no_ema, compile=args.compile, backend=args.backend)))
+        return 0
+    from benchmark.config import parse_set
 
-        raise ConfigError("bench sample needs --run RUN_DIR (a trained run)")
-    print(format_rows(bench_sample(args.run, args.prompts, args.decode_steps, variant=args.variant,
-                                   use_ema=not args.no_ema)))
+    res = bench_decode(args.preset, args.batch, args.decode_steps, args.compile, args.device, parse_set(args.sets),
+                       runs=args.runs, backend=args.backend)
+    details = res.pop("details")
+    print(f"bench sample: preset={args.preset} batch={args.batch} K=1 NFE={args.decode_steps} cfg={res['cfg']} "
+          f"compile={details['compile']} on {res['device']} (random weights; --run RUN_DIR for the Table-6 rows)")
+    for k, v in res.items():
+        if isinstance(v, (int, float)):
+            print(f"  {k:<26} {v:.4g}")
+    for reason in details["graph_break_reasons"]:
+        print(f"  graph break: {reason}")
+    for op, n in details["sync_ops"].items():
+        print(f"  host sync: {op} x{n}")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({**res, **details, "command": " ".join(sys.argv)}, indent=1) + "\n")
+        print(f"figures written to {args.json}")
     return 0
 
 
@@ -402,22 +420,26 @@ def build_parser() -> argparse.ArgumentParser:
     p_status = sub.add_parser("status", help="one line per run: state, progress, requeues, Slurm job id")
     p_status.add_argument("--runs", default="results/runs", help="runs directory (default results/runs)")
     p_status.set_defaults(func=cmd_status)
-    p_bench = sub.add_parser("bench", help="bench train: step time, images/s, memory and MFU on random inputs")
+    p_bench = sub.add_parser("bench", help="bench train / sample: step time, images/s, MFU, syncs, graph breaks")
     p_bench.add_argument("what", choices=["train", "sample", "loader"],
-                         help="train: one training step | sample: Table-6 decoding rows of a run | loader: data loading")
+                         help="train: one training step | sample: decoding speed (--run: Table-6 rows of a run) | loader: data")
     p_bench.add_argument("--objective", default="dream", help="objective plugin (bench train)")
     p_bench.add_argument("--preset", default="L", help="model size: tiny | B | L | H | G")
     p_bench.add_argument("--batch", type=int, default=64, help="images per device (the released recipe: 64)")
     p_bench.add_argument("--steps", type=int, default=10, help="timed steps")
     p_bench.add_argument("--progress", type=float, default=None,
                          help="bench train without --ratio: the ratio is the schedule's mean at this fractional epoch")
-    p_bench.add_argument("--compile", action="store_true", help="bench train: torch.compile the step's losses")
+    p_bench.add_argument("--compile", action="store_true",
+                         help="bench train: torch.compile the step's losses | bench sample: the decoding step (beside eager)")
+    p_bench.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
+                         help="bench sample --compile: torch.compile backend")
+    p_bench.add_argument("--runs", type=int, default=2, help="bench sample without --run: timed decodes of --batch images")
     p_bench.add_argument("--ratio", type=float, default=None,
                          help="bench train: fixed mask ratio (default: the schedule's mean at the middle of masking warm-up)")
     p_bench.add_argument("--warmup", type=int, default=3, help="bench train: untimed warm-up steps (at least 3)")
     p_bench.add_argument("--profile", action="store_true",
                          help="bench train: kernel time split GEMM / attention / elementwise / idle (torch.profiler)")
-    p_bench.add_argument("--json", default=None, metavar="FILE", help="bench train: write the figures to FILE")
+    p_bench.add_argument("--json", default=None, metavar="FILE", help="bench train / sample: write the figures")
     p_bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto: cuda if present)")
     p_bench.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                          help="override any config field (repeatable)")
@@ -425,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="raw: each step also runs the frozen VAE and T5 encoders (uncached loader)")
     p_bench.add_argument("--vae", default="sd", choices=["sd", "tiny"],
                          help="--input raw: SD kl-f8 architecture (random weights) or the tiny test VAE")
-    p_bench.add_argument("--run", default=None, help="bench sample: the trained run folder")
+    p_bench.add_argument("--run", default=None,
+                         help="bench sample: the trained run folder (Table-6 rows); without it: decoding speed on random weights")
     p_bench.add_argument("--prompts", type=int, default=0, help="bench sample: prompts per row (0: eval.sad_bench_prompts)")
     p_bench.add_argument("--decode-steps", type=int, default=64, help="bench sample: decoding steps S (the paper: 64)")
     p_bench.add_argument("--variant", default=None, help="bench sample on real data: cc12m | coco")

@@ -175,14 +175,17 @@ class GaussianDiffusion:
     @torch.no_grad()
     def p_sample_loop(self, model_fn: ModelFn, shape: tuple[int, ...], cond: torch.Tensor, temperature: float = 1.0,
                       generator: torch.Generator | None = None, cfg: float | torch.Tensor | None = None,
-                      clip_denoised: bool = False, noise: torch.Tensor | None = None) -> torch.Tensor:
+                      clip_denoised: bool = False, noise: torch.Tensor | None = None,
+                      draws: torch.Tensor | None = None) -> torch.Tensor:
         """Ancestral sampling over all steps of this diffusion, from standard-normal noise (or ``noise``):
         x_{t-1} = mean + exp(logvar / 2) · τ · z, nothing added at the last step.
 
         With ``cfg`` (a scale, or one per row of a half [N/2]) the batch is MAR's [cond; uncond]: one noise draw
         serves both halves, the model sees the first half's x twice, only ε is guided
         (ε_u + s (ε_c - ε_u), written to both halves) and each half keeps its own variance; the result has the
-        full size and its first half is the guided sample. All draws come from ``generator`` when given."""
+        full size and its first half is the guided sample. All draws come from ``generator`` when given, or are the
+        rows of ``draws`` [num_timesteps, N (N/2 guided), *shape[1:]] in the order the loop would draw them
+        (``draw_all``): a compiled decoding step has no generator inside its graph."""
         device = cond.device
         guided = cfg is not None
         if guided and shape[0] % 2:
@@ -190,25 +193,50 @@ class GaussianDiffusion:
         n = shape[0] // 2 if guided else shape[0]
         draw_device = generator.device if generator is not None else device
 
+        drawn = 0
+
         def draw() -> torch.Tensor:  # guided: the same noise for both halves, as in MAR
-            z = torch.randn((n, *shape[1:]), generator=generator, device=draw_device).to(device)
+            nonlocal drawn
+            if draws is not None:
+                z, drawn = draws[drawn].to(device), drawn + 1
+            else:
+                z = torch.randn((n, *shape[1:]), generator=generator, device=draw_device).to(device)
             return torch.cat([z, z]) if guided else z
 
         scale = cfg.to(device).reshape(-1, *([1] * (len(shape) - 1))) if torch.is_tensor(cfg) else cfg
         x = draw() if noise is None else noise.to(device)
         for i in reversed(range(self.num_timesteps)):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-            x_in = torch.cat([x[:n], x[:n]]) if guided else x  # MAR's forward_with_cfg: both see the cond path
-            out = model_fn(x_in, self.original_steps(t), cond)
-            if guided:
-                eps, rest = out.chunk(2, dim=1)
-                half = eps[n:] + scale * (eps[:n] - eps[n:])
-                out = torch.cat([torch.cat([half, half]), rest], dim=1)
-            p = self.p_mean_variance(out, x, t, clip_denoised)
+            p = self.p_mean_variance(_guided_output(model_fn, x, self.original_steps(t), cond, scale), x, t, clip_denoised)
             x = p["mean"]
             if i > 0:  # drawn whatever τ is, so the random stream does not depend on the temperature
                 x = x + torch.exp(0.5 * p["log_variance"]) * draw() * temperature
         return x
+
+
+    def draw_all(self, n: int, shape: tuple[int, ...], device: torch.device,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Every standard-normal draw ``p_sample_loop`` makes for n rows of ``shape`` (per guided half), drawn
+        now in the loop's order: [num_timesteps, n, *shape], the same numbers the loop would draw itself."""
+        draw_device = generator.device if generator is not None else device
+        draws = torch.stack([torch.randn((n, *shape), generator=generator, device=draw_device)
+                             for _ in range(self.num_timesteps)])
+        if draws.device.type == "cpu" and torch.device(device).type == "cuda":  # a host generator: one async copy
+            return draws.pin_memory().to(device, non_blocking=True)
+        return draws.to(device)
+
+
+@torch.compiler.nested_compile_region
+def _guided_output(model_fn: ModelFn, x: torch.Tensor, steps: torch.Tensor, cond: torch.Tensor,
+                   scale: float | torch.Tensor | None) -> torch.Tensor:
+    """The model's output at x_t (guided: MAR's forward_with_cfg, both halves see the cond half's x, only ε is
+    guided). One nested compile region: a compiled decoding step unrolls the sampling loop and reuses this per step."""
+    if scale is None:
+        return model_fn(x, steps, cond)
+    n = x.shape[0] // 2
+    eps, rest = model_fn(torch.cat([x[:n], x[:n]]), steps, cond).chunk(2, dim=1)
+    half = eps[n:] + scale * (eps[:n] - eps[n:])
+    return torch.cat([torch.cat([half, half]), rest], dim=1)
 
 
 def create_diffusion(timestep_respacing: str | int | None = None, noise_schedule: str = "cosine",

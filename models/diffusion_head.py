@@ -127,10 +127,18 @@ class DiffusionHead(nn.Module):
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, temperature: float = 1.0, cfg: float | torch.Tensor | None = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | torch.Tensor | None = None) -> torch.Tensor:
         """One token per row of z -> [N, token_dim]. As in MAR, a float ``cfg`` other than 1.0 (or any tensor
-        of scales, one per row of a half) means z is [cond; uncond] (N even): the result then also has N rows,
-        the guided samples are the first half and the caller drops the second. ``None`` or 1.0: no guidance."""
+        of scales: one, or one per row of a half) means z is [cond; uncond] (N even): the result then also has N rows,
+        the guided samples are the first half and the caller drops the second. ``None`` or 1.0: no guidance.
+        ``generator`` may also be the loop's draws made beforehand (``draw_sample_noise``): a tensor."""
         guided = torch.is_tensor(cfg) or (cfg is not None and cfg != 1.0)
-        return self.sample_diffusion.p_sample_loop(self.net, (z.shape[0], self.token_dim), z, temperature, generator,
-                                                   cfg if guided else None, self.clip_denoised)
+        draws = generator if torch.is_tensor(generator) else None
+        return self.sample_diffusion.p_sample_loop(self.net, (z.shape[0], self.token_dim), z, temperature,
+                                                   None if draws is not None else generator,
+                                                   cfg if guided else None, self.clip_denoised, draws=draws)
+
+    def draw_sample_noise(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The draws ``sample`` makes for n tokens (n per guided half) [sample steps, n, token_dim], from
+        ``generator`` in the order ``sample`` would draw them: passing them as its generator gives the same tokens."""
+        return self.sample_diffusion.draw_all(n, (self.token_dim,), device, generator)

@@ -109,7 +109,7 @@ def self_scorer(backbone, objective, prompts: list[str]) -> ScoreFn:
 
     def score(state: DecodeState) -> torch.Tensor:
         layers = (c.clip_layer,) if c.clip_layer else ()
-        enc = backbone.encode(state.tokens, state.mask, return_layers=layers)
+        enc = backbone.encode(state.tokens, state.visible(), return_layers=layers)  # host plan: no device read
         clip.eval()
         image = clip.embed_image(enc.pool(c.clip_pool, c.clip_layer))
         clip.train(was_training)

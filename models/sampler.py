@@ -12,6 +12,12 @@ The loop is split into ``init_decoding`` and ``decode_step`` (the released DREAM
 (row = k * B + i), sharing the prompt's order (as the released SAD code does) and differing in the
 diffusion noise. Every random draw comes from one generator in a fixed sequence (orders, then the head's
 noise per step), so K = 1 candidates reproduce ``sample_tokens`` bit for bit.
+
+A step reads nothing back from the device (issue 12): every row has the same number of masked tokens, known on
+the host from the cosine schedule (``DecodeState.masked``), so the visible tokens are ``orders[:, masked:]`` and
+the revealed ones ``orders[:, mask_len:masked]``: gathers and scatters of host-known sizes. The head's noise is
+drawn before the step (same generator, same order), so ``decode_forward`` -- encoder, decoder and the head's
+sampling loop, CFG halves batched -- is one graph that ``compile_decoding`` compiles with symbolic sizes.
 """
 
 from __future__ import annotations
@@ -48,6 +54,20 @@ def cfg_scale(cfg: float, schedule: str, seq_len: int, mask_len: int) -> float:
 
 
 @dataclass
+class Visible:
+    """Host plan of the visible positions for ``Backbone.encode`` (the decoding counterpart of a training step's
+    planned ``Masking``): ``keep`` [R, V] ascending positions, the same count V in every row, so nothing is padded."""
+
+    keep: torch.Tensor
+    planned: bool = True
+    padded: bool = False
+
+    @property
+    def keep_valid(self) -> torch.Tensor:
+        return torch.ones_like(self.keep, dtype=torch.bool)
+
+
+@dataclass
 class DecodeState:
     """Rows = candidates x prompts (candidate-major). ``text`` holds [cond rows; null rows] when guided."""
 
@@ -58,6 +78,17 @@ class DecodeState:
     text_valid: torch.Tensor | None
     guided: bool
     candidates: int = 1
+    masked: int | None = None  # tokens still masked in every row (host count); None: read from ``mask`` once
+
+    def visible(self) -> Visible:
+        """The visible positions as ``Backbone.encode``'s host plan (no device read)."""
+        masked = self.n_masked()
+        return Visible(self.orders[:, masked:].sort(dim=1).values)
+
+    def n_masked(self) -> int:
+        if self.masked is None:  # a state built by hand: one read of the device, then tracked on the host
+            self.masked = int(self.mask[0].sum())
+        return self.masked
 
     @property
     def prompts(self) -> int:
@@ -101,28 +132,59 @@ def init_decoding(backbone, t5: torch.Tensor, t5_null: torch.Tensor | None, cfg:
         valid = None if valid is None else valid[idx.to(valid.device)]
     r = b * candidates
     return DecodeState(torch.zeros(r, n, c, device=device), torch.ones(r, n, dtype=torch.bool, device=device),
-                       orders, text, valid, guided, candidates)
+                       orders, text, valid, guided, candidates, masked=n)
+
+
+def decode_forward(backbone, tokens: torch.Tensor, keep: torch.Tensor, reveal: torch.Tensor, text: torch.Tensor,
+                   text_valid: torch.Tensor | None, scale: torch.Tensor | None, temperature: float,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """The device part of one step, reading nothing back: encoder on the visible positions ``keep`` [R, V], decoder,
+    the head's sampling loop on the positions to reveal ``reveal`` [R, k] (both ascending), with [cond; null] halves
+    in one batch when ``scale`` (a 0-d tensor) is given; ``noise`` [sample steps, R * k, C] are the head's draws.
+    Returns the tokens [R, L, C] with the revealed positions written."""
+    guided = scale is not None
+    r, k = reveal.shape
+    tok_in, keep_in, rev_in = (torch.cat([tokens, tokens]), torch.cat([keep, keep]), torch.cat([reveal, reveal])) \
+        if guided else (tokens, keep, reveal)
+    z = backbone.decode(backbone.encode(tok_in, Visible(keep_in)), text, text_valid)
+    # rows in (row, ascending position) order: the order boolean-mask indexing gave, so the draws meet the same tokens
+    z = z.gather(1, rev_in[..., None].expand(-1, -1, z.shape[-1])).flatten(0, 1)
+    out = backbone.head.sample(z, temperature=temperature, cfg=scale, generator=noise)
+    out = out[: r * k].reshape(r, k, out.shape[-1]).to(tokens.dtype)
+    return tokens.scatter(1, reveal[..., None].expand(-1, -1, tokens.shape[-1]), out)
+
+
+def compile_decoding(backbone, backend: str = "inductor") -> None:
+    """Compile ``decode_forward`` for ``decode_step`` on this backbone: the visible and revealed counts are symbolic
+    sizes (``maybe_mark_dynamic``), so the steps of a run share a graph; sizes 0 and 1 (the first step sees no
+    visible token, late steps may reveal one) get their own, compiled once on first occurrence."""
+    backbone._decode_forward = torch.compile(decode_forward, backend=backend)
 
 
 def decode_step(backbone, state: DecodeState, step: int, steps: int, cfg: float = 1.0, cfg_schedule: str = "linear",
                 temperature: float = 1.0, generator: torch.Generator | None = None) -> None:
-    """One MAR step in place: encoder + decoder on the canvas, reveal the next tokens of the order."""
-    tokens, mask, n = state.tokens, state.mask, backbone.seq_len
-    guided = state.guided
-    tok_in, mask_in = (torch.cat([tokens, tokens]), torch.cat([mask, mask])) if guided else (tokens, mask)
-    z = backbone.decode(backbone.encode(tok_in, mask_in), state.text, state.text_valid)
-    n_masked = int(mask[0].sum())
-    mask_len = mask_len_at(step, steps, n, n_masked)
-    mask_next = torch.zeros_like(mask)
-    mask_next.scatter_(1, state.orders[:, :mask_len], True)  # the first mask_len of the order stay masked
-    to_pred = mask if step == steps - 1 else mask & ~mask_next
-    rows = torch.cat([to_pred, to_pred]) if guided else to_pred
-    scale = cfg_scale(cfg, cfg_schedule, n, mask_len) if guided else None
-    out = backbone.head.sample(z[rows], temperature=temperature, cfg=scale, generator=generator)
-    if guided:
-        out = out[: out.shape[0] // 2]
-    tokens[to_pred] = out.to(tokens.dtype)
-    state.mask = mask_next if step < steps - 1 else torch.zeros_like(mask)
+    """One MAR step in place: encoder + decoder on the canvas, reveal the next tokens of the order. The sizes come
+    from the host count ``state.masked``; the head's noise is drawn here, in the order the head would draw it."""
+    n, device = backbone.seq_len, state.tokens.device
+    masked = state.n_masked()
+    mask_len = mask_len_at(step, steps, n, masked)
+    after = 0 if step == steps - 1 else mask_len  # the first ``after`` of the order stay masked
+    keep = state.orders[:, masked:].sort(dim=1).values
+    reveal = state.orders[:, after:masked].sort(dim=1).values
+    scale = None
+    if state.guided:  # MAR scales the last step with its clamped mask_len too
+        scale = torch.tensor(cfg_scale(cfg, cfg_schedule, n, mask_len), dtype=torch.float32)
+        scale = scale.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else scale.to(device)
+    noise = backbone.head.draw_sample_noise(reveal.numel(), device, generator)
+    forward = getattr(backbone, "_decode_forward", None)
+    if forward is None:
+        forward = decode_forward
+    elif not torch.compiler.is_compiling():
+        for t, dim in ((keep, 1), (reveal, 1), (noise, 1)):
+            torch._dynamo.maybe_mark_dynamic(t, dim)
+    state.tokens = forward(backbone, state.tokens, keep, reveal, state.text, state.text_valid, scale, temperature, noise)
+    state.mask = torch.zeros_like(state.mask).scatter_(1, state.orders[:, :after], True)
+    state.masked = after
 
 
 @torch.no_grad()

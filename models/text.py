@@ -86,6 +86,36 @@ def build_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     )
 
 
+class CausalSelfAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention``'s weights and maths as open_clip calls it (self-attention, no weights returned), causal
+    through SDPA's ``is_causal`` (flash-eligible) instead of an explicit float mask [L, L] of -inf."""
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
+                need_weights: bool = False, attn_mask: torch.Tensor | None = None, **_) -> tuple[torch.Tensor, None]:
+        if attn_mask is not None:
+            raise ValueError("CausalSelfAttention is causal by itself: the text tower must pass no attn_mask")
+        x = query if self.batch_first else query.transpose(0, 1)
+        b, n, d = x.shape
+        h = self.num_heads
+        q, k, v = nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias).reshape(b, n, 3, h, d // h).permute(
+            2, 0, 3, 1, 4)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                                         is_causal=True)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+        return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+def causal_sdpa(text: nn.Module) -> None:
+    """Swap an open_clip text tower's causal float mask for ``is_causal`` attention in place (same parameters)."""
+    blocks = text.transformer.resblocks
+    if text.attn_mask is None or getattr(text, "cls_emb", None) is not None or getattr(text, "use_pad_mask", False) \
+            or not all(type(blk.attn) is nn.MultiheadAttention for blk in blocks):
+        return  # a tower with other masks or attention keeps open_clip's path
+    for blk in blocks:
+        blk.attn.__class__ = CausalSelfAttention
+    text.attn_mask = None
+
+
 class ClipHead(nn.Module):
     """CLIP text tower + image projection + learnable temperature τ (Eq. 2)."""
 
@@ -99,6 +129,7 @@ class ClipHead(nn.Module):
             heads=cfg.clip_text_heads, layers=cfg.clip_text_layers, output_dim=embed,
             act_layer=QuickGELU if cfg.clip_text_act == "quick_gelu" else nn.GELU,
         )
+        causal_sdpa(self.text)
         if cfg.image_proj == "mlp":
             self.image_proj: nn.Module = build_mlp(image_width, cfg.proj_hidden, embed)
         elif cfg.image_proj == "linear":

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 12 GPU check (<= 10 min on one H100/H200): DREAM-L step at ratios 0.5 / 0.84 / 1.0, eager and compiled, with a
 # kernel-time split (GEMM / attention / elementwise / idle) and peak memory; MAR-L beside the MAR reference code
-# (LTH14/mar, read from MAR_REF, never copied) at the same batch. Figures -> results/perf/*.json and rows appended
-# to results/perf.md (device, torch version, command).
+# (LTH14/mar, read from MAR_REF, never copied) at the same batch; bench sample L K=1 64 NFE eager vs compiled.
+# Figures -> results/perf/*.json and rows appended to results/perf.md (device, torch version, command).
 #   MAR_REF=/path/to/LTH14/mar bash slurm/perf_gpu.sh          (from the repository root)
 set -uo pipefail
 OUT=${OUT:-results/perf}; mkdir -p "$OUT"
@@ -60,7 +60,21 @@ PY
 else
   echo "| MAR-L reference | not run: set MAR_REF=/path/to/LTH14/mar | | | | | | | $dev | $tv | |" >> results/perf.md
 fi
-# bench sample K=1 at 64 NFE needs a trained L run (weights and the feature cache are the user's):
+# bench sample K=1 at 64 NFE, L, CFG batched, random weights (speed only): eager and compiled side by side in one process
+j="$OUT/sample_L_compiled.json"
+cmd="python -m benchmark bench sample --preset L --batch $B --decode-steps 64 --runs 1 --compile --json $j"
+timeout 420 $cmd && python - "$j" "$cmd" "$dev" "$tv" >> results/perf.md <<'PY'
+import json, sys
+path, cmd, dev, tv = sys.argv[1:]
+r = json.load(open(path))
+for mode, pre in (("eager", "eager_"), ("compiled", "")):
+    print(f"| bench sample L K=1 64 NFE {mode} (paper A100: 3.39 img/s) | {r[pre + 'step_ms']:.1f} per decoding step | "
+          f"{r[pre + 'images_per_s']:.2f} | - | - | {r['graph_breaks']}/{r['host_syncs_per_step']}/"
+          f"{r.get('recompiles_after_warmup', '-') if mode == 'compiled' else '-'} | compile warm-up "
+          f"{r.get('compile_warmup_s', 0):.0f} s, max token diff {r.get('max_token_diff_vs_eager', 0):.1e} | - | "
+          f"{dev} | {tv} | `{cmd}` |")
+PY
+# bench sample K=1 at 64 NFE (with the quality metrics) needs a trained L run (weights and the feature cache are the user's):
 if [ -n "${RUN_L:-}" ]; then
   timeout 180 python -m benchmark bench sample --run "$RUN_L" --decode-steps 64 --prompts 64 | tee "$OUT/sample_L.txt"
   echo "| bench sample L K=1 64 NFE | see $OUT/sample_L.txt (paper A100: 3.39 img/s) | | | | | | | $dev | $tv | \`bench sample --run \$RUN_L\` |" >> results/perf.md

@@ -68,3 +68,23 @@ def test_bench_default_ratio_is_mid_warmup():
     progress, ratio = default_ratio(registry.schedules.get("wm")(cfg.schedule), cfg)
     # WM: mean 0 -> 1 over the warm-up, so 0.5 half-way, and the truncated normal on [0, 1] is symmetric there
     assert progress == cfg.schedule.warmup_start + cfg.schedule.warmup_epochs / 2 and abs(ratio - 0.5) < 0.01
+
+
+def test_bench_sample_json_compiled_beside_eager(tmp_path, one_thread, capsys):
+    """`bench sample --compile --json` without a run (tiny, aot_eager): 0 graph breaks in a step's device part, 0 host
+    syncs per step, no recompile after the warm-up decode, and the compiled decode gives the eager tokens (1e-4)."""
+    import json
+
+    from benchmark.cli import main
+    from benchmark.testing import small_overrides
+
+    over = {**small_overrides("dream"), "model.depth": "2", "model.head_depth": "1", "model.sample_steps": "3"}
+    sets = [x for k, v in over.items() if k.startswith("model.") for x in ("--set", f"{k}={v}")]
+    args = ["bench", "sample", "--preset", "tiny", "--batch", "2", "--decode-steps", "8", "--runs", "1", "--device", "cpu",
+            *sets]
+    assert main([*args, "--compile", "--backend", "aot_eager", "--json", str(tmp_path / "s.json")]) == 0
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert res["graph_breaks"] == 0 and res["host_syncs_per_step"] == 0 and res["recompiles_after_warmup"] == 0
+    assert 1 <= res["graphs_compiled_in_warmup"] <= 4 and res["max_token_diff_vs_eager"] <= 1e-4
+    assert res["images_per_s"] > 0 and res["eager_images_per_s"] > 0 and res["nfe"] == 8 and res["compile"] == "aot_eager"
+    assert main([*args, "--runs", "0"]) == 2 and "--runs" in capsys.readouterr().err

@@ -86,3 +86,17 @@ def test_bench_sample_writes_rows(run_dir):
     sad = rows[2]
     assert sad["score_selected"] >= sad["score_mean"]  # the kept candidate is the best of its prompt
     assert rec["tasks"]["sad/k2-nfe8-clip"]["judge"] == "reference-network"
+
+
+def test_bench_sample_rows_with_the_compiled_decoding_step(run_dir):
+    """`bench sample --run --compile`: the Table-6 row decodes through the compiled step (dynamo's eager backend here:
+    the guards and graphs, not inductor's code) and records that it did."""
+    import torch._dynamo
+
+    from benchmark.bench_sample import bench_sample
+
+    rows = bench_sample(str(run_dir), prompts_n=2, steps=4, rows=[(1, 4, "self")], compile=True, backend="eager")
+    rec = json.loads((Path(run_dir) / "record.json").read_text())
+    assert rows[0]["compiled"] == "eager" and rec["tasks"]["sad/k1-nfe4-self"]["compiled"] == "eager"
+    assert rec["metrics"]["sad/k1-nfe4-self"]["throughput"] > 0
+    torch._dynamo.reset()

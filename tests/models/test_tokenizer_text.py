@@ -85,3 +85,36 @@ def test_clip_text_tower_init_follows_the_recipe(recipe):
     else:
         assert tok.std().item() == pytest.approx(0.02, rel=0.05)
         assert fc.weight.std().item() == pytest.approx((2 * fc.in_features) ** -0.5, rel=0.05)
+
+
+def test_clip_text_tower_is_causal_sdpa_and_equals_open_clips_masked_path():
+    """The CLIP text tower attends through SDPA's is_causal (flash-eligible), not open_clip's float mask: same
+    embeddings and gradients as open_clip's own path on the same parameters, and the same state dict keys."""
+    import copy
+
+    from benchmark.models.text import CausalSelfAttention, ClipHead
+
+    from benchmark.config import build_config
+    from benchmark.testing import small_overrides
+
+    cfg = build_config("dream", preset="tiny", overrides=small_overrides("dream"))
+    torch.manual_seed(0)
+    head = ClipHead(cfg.objective, 64).train()
+    assert head.text.attn_mask is None and all(isinstance(b.attn, CausalSelfAttention) for b in head.text.transformer.resblocks)
+    ref = copy.deepcopy(head.text)
+    for b in ref.transformer.resblocks:
+        b.attn.__class__ = torch.nn.MultiheadAttention
+    ref.attn_mask = ref.build_causal_mask()
+    assert head.text.state_dict().keys() == ref.state_dict().keys()
+    ids = head.tokenizer(["a red square", "a big blue circle on the left of a green background"])
+    out, want = head.text(ids), ref(ids)
+    assert torch.allclose(out, want, atol=1e-5), (out - want).abs().max()
+    out.square().sum().backward()
+    want.square().sum().backward()
+    for (n, p), q in zip(head.text.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), n
+    ids2 = ids.clone()
+    ids2[:, 3] = 1000  # a later token changes the embeddings only from its position on: causal
+    x, x2 = head.text._embeds(ids)[0], head.text._embeds(ids2)[0]
+    y, y2 = head.text.transformer(x), head.text.transformer(x2)
+    assert torch.equal(y[:, :3], y2[:, :3]) and not torch.equal(y[:, 3:], y2[:, 3:])
