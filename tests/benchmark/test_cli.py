@@ -85,7 +85,7 @@ def test_external_plugin_package_trains_through_the_cli(tmp_path):
     assert data["status"] == "completed" and data["objective"] == "masked_distill"
     assert data["plugins"]["objective"]["origin"].startswith("entry_point:dream-bench-example")
     step, logs = data["train"]["loss_curve"][-1]
-    assert step == 2 and logs["total"] == pytest.approx(3 * logs["distill"], rel=1e-5)  # the weight reaches the loss
+    assert step == 2 and logs["total"] == pytest.approx(3 * logs["distill"], abs=3e-6)  # logs keep 6 decimals
     c = data["config"]
     assert c["objective"] == {"name": "masked_distill", "distill_weight": 3.0}
     assert c["schedule"]["final_mean"] == 0.5 and c["task"]["feature_norm"]["n_images"] == 16
