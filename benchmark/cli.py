@@ -216,8 +216,14 @@ def cmd_bench_sample(args: argparse.Namespace) -> int:
     res = bench_decode(args.preset, args.batch, args.decode_steps, args.compile, args.device, parse_set(args.sets),
                        runs=args.runs, backend=args.backend)
     details = res.pop("details")
-    print(f"bench sample: preset={args.preset} batch={args.batch} K=1 NFE={args.decode_steps} cfg={res['cfg']} "
-          f"compile={details['compile']} on {res['device']} (random weights; --run RUN_DIR for the Table-6 rows)")
+    return _report_bench(f"bench sample: preset={args.preset} batch={args.batch} K=1 NFE={args.decode_steps} cfg={res['cfg']} "
+                         f"compile={details['compile']} on {res['device']} (random weights; --run RUN_DIR for the Table-6 rows)",
+                         res, details, args.json)
+
+
+def _report_bench(header: str, res: dict, details: dict, json_path: str | None) -> int:
+    """Print a bench's figures, graph-break reasons and host-sync ops; ``--json`` writes them with the command."""
+    print(header)
     for k, v in res.items():
         if isinstance(v, (int, float)):
             print(f"  {k:<26} {v:.4g}")
@@ -225,11 +231,11 @@ def cmd_bench_sample(args: argparse.Namespace) -> int:
         print(f"  graph break: {reason}")
     for op, n in details["sync_ops"].items():
         print(f"  host sync: {op} x{n}")
-    if args.json:
+    if json_path:
         import json
 
-        Path(args.json).write_text(json.dumps({**res, **details, "command": " ".join(sys.argv)}, indent=1) + "\n")
-        print(f"figures written to {args.json}")
+        Path(json_path).write_text(json.dumps({**res, **details, "command": " ".join(sys.argv)}, indent=1) + "\n")
+        print(f"figures written to {json_path}")
     return 0
 
 
@@ -250,22 +256,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       args.device, parse_set(args.sets), inputs=args.input, vae=args.vae, ratio=args.ratio,
                       warmup=args.warmup, profile=args.profile)
     details = res.pop("details")
-    print(f"bench train: objective={args.objective} preset={args.preset} batch={args.batch} "
-          f"ratio={res['ratio']:.3f} compile={args.compile} input={args.input} on {res['device']}")
-    for k, v in res.items():
-        if isinstance(v, (int, float)):
-            print(f"  {k:<26} {v:.4g}")
-    for reason in details["graph_break_reasons"]:
-        print(f"  graph break: {reason}")
-    for op, n in details["sync_ops"].items():
-        print(f"  host sync: {op} x{n}")
-    if args.json:
-        import json
-        from pathlib import Path
-
-        Path(args.json).write_text(json.dumps({**res, **details, "command": " ".join(sys.argv)}, indent=1) + "\n")
-        print(f"figures written to {args.json}")
-    return 0
+    return _report_bench(f"bench train: objective={args.objective} preset={args.preset} batch={args.batch} "
+                         f"ratio={res['ratio']:.3f} compile={args.compile} input={args.input} on {res['device']}",
+                         res, details, args.json)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
