@@ -83,6 +83,9 @@ class DataConfig:
     n_eval: int = 2048
     num_workers: int = 8
     hflip: bool = True  # §4.1 horizontal flip
+    # Synthetic data only: every scene is drawn with a twin that differs only in its main object's shape, and both
+    # land in the same batch, so the contrastive loss cannot be solved without shape (issue 15; not in the paper).
+    shape_twins: bool = False
     # -- data and caching (issue 8) --
     shards: str = ""  # shard names under root in brace notation, e.g. "{00000..01242}.tar"; "" = every *.tar
     cached: bool = False  # read the feature cache (python -m benchmark cache) instead of the raw shards
@@ -429,6 +432,9 @@ def validate(cfg: RunConfig) -> None:
     check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
     check(d.n_train >= t.batch_size, f"data.n_train ({d.n_train}) must be >= train.batch_size")
     check(d.holdout >= 0, f"data.holdout must be >= 0 (pairs kept out of training), got {d.holdout}")
+    check(not d.shape_twins or d.name == "synthetic", "data.shape_twins needs data.name=synthetic (twins are rendered)")
+    check(not d.shape_twins or t.batch_size % 2 == 0,
+          f"data.shape_twins keeps twin pairs in one batch: train.batch_size must be even, got {t.batch_size}")
     # -- generation tasks (issue 3) --
     choice("eval.sad_rerank", e.sad_rerank, ("self", "clip"))
     choice("eval.fid_mode", e.fid_mode, ("clean", "legacy_tensorflow", "legacy_pytorch"))

@@ -64,6 +64,7 @@ __all__ = [
     "render",
     "sample_scenes",
     "scene_labels",
+    "shape_twin_scenes",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -241,6 +242,23 @@ def sample_scenes(n: int, seed: int) -> list[Scene]:
     for block in range(-(-n // BLOCK)):
         out.extend(_block_scenes(seed, block))
     return out[:n]
+
+
+def shape_twin_scenes(n_pairs: int, seed: int) -> list[Scene]:
+    """``2 * n_pairs`` scenes: ``sample_scenes(n_pairs, seed)`` with, after each, its *shape twin*.
+
+    The twin is the same scene (colours, sizes, positions, jitter, background, second object) with the main object's
+    shape replaced by another one, drawn uniformly among the shapes that neither object has: the two captions differ
+    in one word, and so do the images, only where the main object is.
+    """
+    scenes = sample_scenes(n_pairs, seed)
+    rng = np.random.Generator(np.random.PCG64([seed, 0x7717]))
+    out: list[Scene] = []
+    for s, u in zip(scenes, rng.random(n_pairs)):
+        taken = {s.main.shape} | ({s.second.shape} if s.second is not None else set())
+        free = [x for x in SHAPES if x not in taken]
+        out += [s, replace(s, main=replace(s.main, shape=free[int(u * len(free))]))]
+    return out
 
 
 def _where(position: str) -> str:
@@ -563,11 +581,14 @@ class SyntheticShapes(torch.utils.data.Dataset):
     The same ``(n, seed)`` gives the same scenes for every ``variant``.
     """
 
-    def __init__(self, n: int, seed: int = 0, image_size: int = 32, variant: str = "clean") -> None:
+    def __init__(self, n: int, seed: int = 0, image_size: int = 32, variant: str = "clean",
+                 shape_twins: bool = False) -> None:
         if variant not in _VARIANT_CODE:
             raise ValueError(f"unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+        if shape_twins and n % 2:
+            raise ValueError(f"shape_twins needs an even number of scenes, got {n}")
         self.n, self.seed, self.image_size, self.variant = int(n), int(seed), int(image_size), variant
-        self.scenes = sample_scenes(self.n, self.seed)
+        self.scenes = shape_twin_scenes(self.n // 2, self.seed) if shape_twins else sample_scenes(self.n, self.seed)
         out = render(self.scenes, image_size=self.image_size, variant=variant, seed=self.seed)
         self.images: torch.Tensor = out["image"]
         self.seg: torch.Tensor = out["seg"]

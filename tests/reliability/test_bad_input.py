@@ -52,7 +52,8 @@ CASES: dict[str, list[str]] = {
     "schedule never below phi": sets("schedule.low=0.9"),
     "mar without its loss": run_args("--objective", "mar", "--set", "objective.diff_weight=0"),
     # data and generation settings
-    "n_train 0": sets("data.n_train=0"), "unknown data": run_args("--data", "imagenet"),
+    "n_train 0": sets("data.n_train=0"), "shape twins odd batch": sets("data.shape_twins=true", "train.batch_size=15"),
+    "unknown data": run_args("--data", "imagenet"),
     "temperature 0": sets("eval.temperature=0"), "cfg negative": sets("eval.cfg=-1"), "cfg nan": sets("eval.cfg=nan"),
     "cuda without a gpu": sets("train.device=cuda") if not __import__("torch").cuda.is_available() else sets("seed=-2"),
     # keys, types and names

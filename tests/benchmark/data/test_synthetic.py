@@ -294,3 +294,30 @@ def test_synthetic_caches_carry_the_scene_version(monkeypatch, tmp_path):
     monkeypatch.setattr(synthetic, "VERSION", 99)
     assert synthetic.data_tag() == "synthetic-v99"
     assert synthetic_reference_folder(2, 16).name.startswith("synthetic-v99-")
+
+
+def test_shape_twins_differ_only_in_the_main_shape_and_share_a_batch():
+    from dataclasses import replace
+
+    from benchmark.data import SyntheticTrainData
+
+    twins = S.shape_twin_scenes(200, seed=3)
+    assert twins[0::2] == S.sample_scenes(200, seed=3)  # the originals, in order
+    for a, b in zip(twins[0::2], twins[1::2]):
+        assert b.main.shape != a.main.shape and (a.second is None or b.main.shape != a.second.shape)
+        assert replace(b, main=replace(b.main, shape=a.main.shape)) == a
+        diff = S.parse_caption(S.caption(a)).items() ^ S.parse_caption(S.caption(b)).items()
+        assert {k for k, _ in diff} == {"shape"}
+    assert len({b.main.shape for b in twins[1::2]}) == len(S.SHAPES)  # every shape used as a twin
+
+    data = SyntheticTrainData(64, seed=0, image_size=16, shape_twins=True)
+    for step in (0, 5, 11):  # across epochs: 4 batches of 16 per epoch
+        batch = data.batch(step, 16)
+        idx = batch["index"]
+        assert torch.equal(idx[0::2] + 1, idx[1::2]) and bool((idx[0::2] % 2 == 0).all())
+        for a, b in zip(batch["captions"][0::2], batch["captions"][1::2]):  # flipped alike: only the shape differs
+            pa, pb = S.parse_caption(a), S.parse_caption(b)
+            assert pa["shape"] != pb["shape"] and {k: v for k, v in pa.items() if k != "shape"} == \
+                {k: v for k, v in pb.items() if k != "shape"}
+    with pytest.raises(ValueError, match="even train.batch_size"):
+        data.batch(0, 15)
