@@ -161,15 +161,26 @@ def sweep_command(args: argparse.Namespace) -> int:
         print(f"submitted array {str(jobs[0].job_id).split('_')[0]} ({len(jobs)} tasks); "
               f"follow it with: python -m benchmark status --runs {args.out}")
         return 0
-    # local/debug: `parallelism` runs at a time on this machine (mini: 2, one thread each), with progress
+    # local/debug: up to `parallelism` runs at a time on this machine (mini: 2, one thread each); a slot is refilled as
+    # soon as its run ends, and the objectives with a generative loss (the slow ones) go first, so no slot idles long.
     step = max(1, args.parallelism or (2 if args.name == "mini" else 1))
-    t0 = time.time()
-    for i in range(0, len(cfgs), step):
-        wait(submit_runs(cfgs[i:i + step], executor, prof, force=args.force, sample=sample[i:i + step]))
-        done = min(i + step, len(cfgs))
-        el = time.time() - t0
-        print(f"[sweep {args.name}] {done}/{len(cfgs)} runs done, {el / 60:.1f} min elapsed, "
-              f"~{el / done * (len(cfgs) - done) / 60:.1f} min left", flush=True)
+    order = sorted(range(len(cfgs)), key=lambda i: (cfgs[i].objective.name in ("clip",), not sample[i]))
+    queue, running, done, t0 = list(order), [], 0, time.time()
+    while queue or running:
+        while queue and len(running) < step:
+            i = queue.pop(0)
+            running += submit_runs([cfgs[i]], executor, prof, force=args.force, sample=[sample[i]])
+        finished = [j for j in running if j.done()]
+        if not finished:
+            time.sleep(1.0)
+            continue
+        for job in finished:
+            running.remove(job)
+            wait([job])
+            done += 1
+            el = time.time() - t0
+            print(f"[sweep {args.name}] {done}/{len(cfgs)} runs done, {el / 60:.1f} min elapsed, "
+                  f"~{el / done * (len(cfgs) - done) / 60:.1f} min left", flush=True)
     if args.name == "mini":
         from benchmark.slurm.mini import report
 

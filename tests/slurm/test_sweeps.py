@@ -204,3 +204,17 @@ def test_orderings_from_hand_made_records(tmp_path):
     assert verdicts["Table 17 agreement CLIP"] == mini.OPEN  # no bench sample entries
     assert "Paper orderings" in mini.report(tmp_path)
 
+
+
+def test_local_sweep_runs_every_point_with_progress(tmp_path, one_thread, capsys):
+    """`sweep --executor debug --parallelism 2` runs each point once, refilling slots, and prints its progress."""
+    sets = [x for k, v in FAST.items() for x in ("--set", f"{k}={v}")]
+    argv = ["sweep", "table15", "--preset", "tiny", "--steps", "2", "--tasks", "none", "--executor", "debug",
+            "--parallelism", "2", "--out", str(tmp_path), *sets]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    n = len(plan("table15", tiny_cli(tmp_path, steps=2, tasks="none")))
+    assert [f"[sweep table15] {i}/{n} runs done" in out for i in range(1, n + 1)] == [True] * n
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("*/record.json")]
+    assert len(records) == n and {r["status"] for r in records} == {"completed"}
+    assert main(argv) == 0 and "nothing to submit" in capsys.readouterr().out
