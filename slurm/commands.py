@@ -139,7 +139,7 @@ def sweep_command(args: argparse.Namespace) -> int:
               f"{_hours(sum(p['gpu_hours'] for p in est if p in todo))} for the {len(todo)} to submit "
               f"(training only, no evaluation; from {how}"
               + ("; pass --bench FILE from `bench train --json` for a measured step time)" if "flops" in hows else ")"))
-        executor = args.executor or "slurm"
+        executor = args.executor or ("local" if args.name == "mini" else "slurm")
         if todo and executor == "slurm":
             print(f"sbatch parameters (one array of {len(todo)}):")
             try:
