@@ -92,7 +92,9 @@ def bench_sample(run: str, prompts_n: int = 0, steps: int = 64, rows: list[tuple
         judge = make_judge(cfg, comps, spec)
         g = generate(comps, prompts, spec, e.gen_seed, e.gen_batch, judge)
         metrics = {"throughput": len(prompts) / g.seconds, **_quality(g.images, prompts, cfg, ref_folder, comps)}
-        extra: dict[str, Any] = {"K": spec.candidates, "steps": spec.steps, "select_step": spec.select_step, "nfe": spec.nfe,
+        # decode_steps: the bench's S, the unit of the budget (K = 1 at 2 S decodes 2 S steps, so its `steps` is not S)
+        extra: dict[str, Any] = {"K": spec.candidates, "steps": spec.steps, "decode_steps": steps,
+                                 "select_step": spec.select_step, "nfe": spec.nfe,
                                  "score_passes": g.score_passes, "rerank": spec.rerank, "protocol": protocol,
                                  "n_prompts": len(prompts), "seconds": round(g.seconds, 3), "device": str(comps.device),
                                  "threads": torch.get_num_threads(), "cfg": e.cfg, "cfg_schedule": e.cfg_schedule,

@@ -511,7 +511,7 @@ PAPER_DECODE_STEPS = 64  # S, the paper's decoding steps (§3.4): Table 6's budg
 
 def sample_entry(rec: dict[str, Any], variant: str) -> str | None:
     """The record's `bench sample` entry for a Table 6/17 row ``variant`` (written for S = 64): the entry itself, or
-    one with the same K and reranker at the same budget in units of its own S (``bench sample --decode-steps``),
+    one with the same K and reranker at the same budget in units of its bench's S (``bench sample --decode-steps``),
     the largest S if there are several."""
     metrics = rec.get("metrics") or {}
     if variant in metrics:
@@ -520,12 +520,16 @@ def sample_entry(rec: dict[str, Any], variant: str) -> str | None:
     if not m:
         return None
     k, nfe, rerank = int(m.group(1)), int(m.group(2)), m.group(3)
+    entries = {name: info for name, info in (rec.get("tasks") or {}).items()
+               if SAD_NAME.fullmatch(name) and name in metrics and isinstance(info, dict) and info.get("steps")}
+    # Records written before `decode_steps` was kept: S is an SAD entry's steps; a K = 1 entry decodes its whole budget,
+    # so its S is the fewest steps of the record's K = 1 entries (the bench writes K = 1 at 1 S and at 2 S).
+    k1_s = min((i["steps"] for n, i in entries.items() if SAD_NAME.fullmatch(n).group(1) == "1"), default=None)
     found = []
-    for name, info in (rec.get("tasks") or {}).items():
+    for name, info in entries.items():
         o = SAD_NAME.fullmatch(name)
-        steps = info.get("steps") if isinstance(info, dict) else None
-        if o and name in metrics and steps and int(o.group(1)) == k and o.group(3) == rerank \
-                and int(o.group(2)) * PAPER_DECODE_STEPS == nfe * steps:
+        steps = info.get("decode_steps") or (k1_s if o.group(1) == "1" else info["steps"])
+        if int(o.group(1)) == k and o.group(3) == rerank and int(o.group(2)) * PAPER_DECODE_STEPS == nfe * steps:
             found.append((steps, name))
     return max(found)[1] if found else None  # several step counts: the one closest to the paper's S
 

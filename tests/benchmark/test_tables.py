@@ -444,3 +444,21 @@ def test_cli_figure(runs, tmp_path):
         assert main(["figure", str(n), "--out", str(out), "--runs", str(runs)]) == 0
         assert out.stat().st_size > 1000
     assert main(["figure", "5", "--out", str(tmp_path / "x.png"), "--runs", str(runs)]) == 2
+
+
+@pytest.mark.parametrize("with_decode_steps", [True, False])
+def test_sad_k1_at_twice_the_budget_fills_the_128_nfe_row(tmp_path, with_decode_steps):
+    """`bench sample --decode-steps 16` decodes K=1 at 2 S in 32 steps: that entry is the 128-NFE row, not the 64."""
+    rec = _record("dream-wm-tiny-synthetic-5555-s0", "dream", "wm", {
+        "sad/k1-nfe16-self": {"throughput": 40.0, "fd_ref": 50.0, "agreement": 20.0},
+        "sad/k1-nfe32-self": {"throughput": 20.0, "fd_ref": 48.0, "agreement": 22.0},
+        "sad/k9-nfe32-self": {"throughput": 38.0, "fd_ref": 45.0, "agreement": 30.0}}, preset="tiny", data="synthetic")
+    for name in rec["tasks"]:
+        rec["tasks"][name]["steps"] = 32 if name == "sad/k1-nfe32-self" else 16
+        if with_decode_steps:  # what bench sample writes now; older records are read by their K = 1 entries' steps
+            rec["tasks"][name]["decode_steps"] = 16
+    _write(tmp_path, rec)
+    rows = {r["row"]: r["cells"] for r in json.loads(build_table(6, tmp_path, "json"))["rows"]}
+    assert rows["64 NFE: DREAM (K=1)"]["CLIP"]["ours"] == 20.0
+    assert rows["128 NFE: DREAM (K=1)"]["CLIP"]["ours"] == 22.0
+    assert rows["128 NFE: DREAM (K=9 w/ SD)"]["CLIP"]["ours"] == 30.0
