@@ -162,9 +162,11 @@ def sweep_command(args: argparse.Namespace) -> int:
               f"follow it with: python -m benchmark status --runs {args.out}")
         return 0
     # local/debug: up to `parallelism` runs at a time on this machine (mini: 2, one thread each); a slot is refilled as
-    # soon as its run ends, and the objectives with a generative loss (the slow ones) go first, so no slot idles long.
+    # soon as its run ends, and the longest runs (bench sample, then the most trained FLOPs) go first, so no slot idles.
+    from benchmark.slurm.sweeps import flop_per_image
+
     step = max(1, args.parallelism or (2 if args.name == "mini" else 1))
-    order = sorted(range(len(cfgs)), key=lambda i: (cfgs[i].objective.name in ("clip",), not sample[i]))
+    order = sorted(range(len(cfgs)), key=lambda i: (not sample[i], -flop_per_image(cfgs[i])))
     queue, running, done, t0 = list(order), [], 0, time.time()
     while queue or running:
         while queue and len(running) < step:
