@@ -165,8 +165,11 @@ def sweep_command(args: argparse.Namespace) -> int:
     # soon as its run ends, and the longest runs (bench sample, then the most trained FLOPs) go first, so no slot idles.
     from benchmark.slurm.sweeps import flop_per_image
 
+    from benchmark.train import total_steps
+
     step = max(1, args.parallelism or (2 if args.name == "mini" else 1))
-    order = sorted(range(len(cfgs)), key=lambda i: (not sample[i], -flop_per_image(cfgs[i])))
+    cost = [flop_per_image(c) * c.train.batch_size * total_steps(c) for c in cfgs]
+    order = sorted(range(len(cfgs)), key=lambda i: (not sample[i], -cost[i]))
     queue, running, done, t0 = list(order), [], 0, time.time()
     while queue or running:
         while queue and len(running) < step:
