@@ -23,7 +23,7 @@ LAYERS = [
     # 3 application: the loop, the commands, the readers of records, Slurm
     ("benchmark.train", "benchmark.cache", "benchmark.bench"),
     ("benchmark.run", "benchmark.status", "benchmark.tables", "benchmark.figures", "benchmark.slurm"),
-    ("benchmark.generate", "benchmark.bench_sample"),
+    ("benchmark.generate", "benchmark.bench_sample", "benchmark.diagnose"),
     ("benchmark.cli", "benchmark.__main__"),
 ]
 # Modules that spell out the paper's rows (Table 2's "MAR" row, Fig. 4's DREAM and FLUID sweeps): naming an
