@@ -43,7 +43,7 @@ def _quality(images: torch.Tensor, prompts: list[str], cfg: Any, ref_folder: Pat
         if ref_folder is None:
             from benchmark.tasks._reference import load_reference
 
-            net, info = load_reference()
+            net, info = load_reference(image_size=cfg.model.image_size)
             ref = synthetic_reference_folder(len(prompts), cfg.model.image_size)
             size = cfg.model.image_size
             mu, sigma, _ = reference_stats(ref, net, {"net": f"reference-network:{info['hash']}"}, "clean", size, "cpu")

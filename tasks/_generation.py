@@ -86,10 +86,10 @@ class RefScorer:
 
     model_id = "reference-network"
 
-    def __init__(self) -> None:
+    def __init__(self, image_size: int | None = None) -> None:
         from benchmark.tasks._reference import load_reference
 
-        self.net, self.info = load_reference()
+        self.net, self.info = load_reference(image_size=image_size)
 
     @torch.no_grad()
     def log_prob(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
@@ -245,7 +245,7 @@ def make_judge(cfg: Any, comps: Any, spec: GenSpec) -> Any:
         return None
     if cfg.data.name == "synthetic" and not (cfg.eval.clip_path or os.environ.get("DREAM_BENCH_CLIP")) \
             and cfg.eval.clip_model != "tiny-random":
-        return RefScorer()
+        return RefScorer(cfg.model.image_size)
     return external_clip(cfg, comps.device)
 
 

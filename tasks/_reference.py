@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -106,13 +106,16 @@ def _train(recipe: RefRecipe) -> tuple[RefNet, dict]:
     return net, acc
 
 
-def load_reference(recipe: RefRecipe | None = None) -> tuple[RefNet, dict]:
+def load_reference(recipe: RefRecipe | None = None, image_size: int | None = None) -> tuple[RefNet, dict]:
     """The cached reference network for ``recipe`` (trained on first use, ~10 s on 2 CPU cores) and its
-    facts: recipe hash and held-out accuracies (percent) of shape, colour and both."""
+    facts: recipe hash and held-out accuracies (percent) of shape, colour and both. ``image_size``: trained on
+    scenes of the generator's resolution, since a network trained at 32 px misjudges 16-px images."""
     from benchmark.data import cache_root
     from benchmark.records import atomic_torch_save
 
     recipe = recipe or DEFAULT_RECIPE
+    if image_size is not None:
+        recipe = replace(recipe, image_size=int(image_size))
     path = Path(cache_root()) / "reference" / f"refnet-{recipe.key()}.pt"
     if path.exists():
         blob = torch.load(path, map_location="cpu", weights_only=False)

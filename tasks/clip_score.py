@@ -65,7 +65,7 @@ class ClipScore(Task):
         if ref_folder is None:
             from benchmark.tasks._reference import load_reference
 
-            net, info = load_reference()
+            net, info = load_reference(image_size=cfg.model.image_size)
             gen_dir, _ = generated_folder(model, cfg, prompts, spec)
             hits = caption_agreement(read_folder(gen_dir), prompts, net)
             self._extra.update({"judge": f"reference-network:{info['hash']}", "ceiling_real_images": info["held_out"]["both_acc"],

@@ -133,7 +133,7 @@ class FID(Task):
         if synthetic:
             from benchmark.tasks._reference import load_reference
 
-            net, info = load_reference()
+            net, info = load_reference(image_size=cfg.model.image_size)
             ref_folder = synthetic_reference_folder(len(prompts), cfg.model.image_size)
             size, mode, feature_net, facts = cfg.model.image_size, "clean", f"reference-network:{info['hash']}", info
         else:

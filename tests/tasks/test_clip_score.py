@@ -75,6 +75,33 @@ def test_reference_network_agrees_with_real_images(monkeypatch):
     assert agree > 5 * 100 / 48 and info["held_out"]["both_acc"] > 5 * 100 / 48
 
 
+def test_agreement_is_judged_at_the_generators_resolution(monkeypatch, tmp_path):
+    """A 16-px run is judged by a network trained on 16-px scenes: real 16-px renders of the prompts agree."""
+    from dataclasses import replace
+
+    import benchmark.tasks._generation as gen
+    import benchmark.tasks._reference as ref
+    from benchmark.tasks.clip_score import ClipScore
+    from torchvision.io import write_png
+
+    from benchmark.config import build_config
+    from benchmark.data import SYNTHETIC_SPLITS
+    from benchmark.data.synthetic import SyntheticShapes
+
+    monkeypatch.setattr(ref, "DEFAULT_RECIPE", ref.RefRecipe(n_train=1024, epochs=2, batch=32, width=8))
+    cfg = build_config("dream", overrides={"model.image_size": 16, "eval.gen_samples": 64})
+    prompts, _, _ = gen.eval_prompts(cfg, None)
+    real = SyntheticShapes(64, seed=SYNTHETIC_SPLITS["probe_test"], image_size=16)
+    assert real.captions == prompts
+    for i, img in enumerate(real.images):
+        write_png(img, str(tmp_path / f"{i:06d}.png"))
+    monkeypatch.setattr(gen, "generated_folder", lambda model, cfg, prompts, spec: (tmp_path, {}))
+    task = ClipScore(None)
+    out = task.run(None, cfg)
+    assert task._extra["judge"] == f"reference-network:{replace(ref.DEFAULT_RECIPE, image_size=16).key()}"
+    assert out["agreement"] > 5 * 100 / 48
+
+
 def test_real_clip_score_needs_weights(monkeypatch, tmp_path):
     from benchmark.tasks.clip_score import ClipScore
 
