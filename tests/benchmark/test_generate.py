@@ -56,12 +56,13 @@ def test_generate_grid(run_dir, tmp_path):
         args += ["--prompt", p]
     assert main(args) == 0
     img = Image.open(out)
-    assert img.size == (3 * 33 + 1, 2 * 33 + 1)  # 3 seeds x 2 prompts of 32 px, padding 1
+    px = json.loads((run_dir / "record.json").read_text())["config"]["model"]["image_size"]
+    assert img.size == (3 * (px + 1) + 1, 2 * (px + 1) + 1)  # 3 seeds x 2 prompts, padding 1
     assert out.with_suffix(".txt").read_text().splitlines() == prompts
     sad = tmp_path / "sad.png"
     assert main(["generate", "--run", str(run_dir), "--out", str(sad), "--candidates", "3", "--select-step", "2",
                  "--steps", "4", "--prompt", prompts[0]]) == 0
-    assert Image.open(sad).size == (32, 32)  # make_grid of one image: no padding
+    assert Image.open(sad).size == (px, px)  # make_grid of one image: no padding
 
 
 def test_generate_bad_input(run_dir, tmp_path, capsys):

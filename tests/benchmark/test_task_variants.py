@@ -18,7 +18,7 @@ def test_run_with_task_variants_completes(tmp_path, one_thread, capsys):
     tasks = ["lp/synthetic", "lp@2", "fid/synthetic", "clip_score/synthetic"]
     argv = ["run", "--preset", "tiny", "--steps", "2", "--tasks", ",".join(tasks), "--out", str(tmp_path),
             *_sets(**{"eval.gen_samples": 16, "eval.n_probe_train": 64, "eval.n_probe_test": 32, "eval.sample_steps": 2,
-                      "train.snapshot_every": 2})]
+                      "train.epochs": 4, "train.snapshot_every": 2})]  # 2 steps of 4 epochs: a snapshot at epoch 2
     assert main(argv) == 0, capsys.readouterr().err
     (rec,) = tmp_path.glob("*/record.json")
     data = json.loads(rec.read_text())

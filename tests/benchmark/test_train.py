@@ -137,7 +137,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     raw = build_train_data(cfg).batch(0, 16)
     sched = registry.schedules.get("fx")(cfg.schedule)
     batch = prepare_batch(comps, raw, 0)
-    mask = sample_masking(cfg, sched, 16, 64, 0.0, 0, 0, comps.device)
+    mask = sample_masking(cfg, sched, 16, comps.backbone.seq_len, 0.0, 0, 0, comps.device)
     comps.model(batch, mask, 0.0)["total"].backward()
     full = {n: p.grad.clone() for n, p in comps.model.named_parameters() if p.grad is not None}
     comps.model.zero_grad()
@@ -174,11 +174,11 @@ def test_ema_snapshots_over_training_are_evaluated_as_task_at_epoch(tmp_path):
     and `eval --epoch E` stores the metrics under `<task>@E`."""
     from benchmark.cli import main
 
-    # tiny preset: 4 epochs, here 8 steps -> 2 steps per epoch; snapshots at epochs 1, 2, 3 (steps 2, 4, 6)
-    cfg = make_cfg(tmp_path / "a", **{"train.steps": 8, "train.snapshot_every": 1, "eval.lp_epochs": 2})
+    # 4 epochs, here 8 steps -> 2 steps per epoch; snapshots at epochs 1, 2, 3 (steps 2, 4, 6)
+    cfg = make_cfg(tmp_path / "a", **{"train.epochs": 4, "train.steps": 8, "train.snapshot_every": 1, "eval.lp_epochs": 2})
     run = execute(cfg)
     assert sorted(p.name for p in run.glob("ema_e*.pt")) == ["ema_e1.pt", "ema_e2.pt", "ema_e3.pt"]
-    stopped = execute(make_cfg(tmp_path / "b", **{"train.steps": 8, "train.ckpt_every": 4}), stop_after=4)
+    stopped = execute(make_cfg(tmp_path / "b", **{"train.epochs": 4, "train.steps": 8, "train.ckpt_every": 4}), stop_after=4)
     snap = torch.load(run / "ema_e2.pt", weights_only=False)
     ref = torch.load(stopped / "ema.pt", weights_only=False)  # the EMA after step 4 of the same run
     assert snap["step"] == ref["step"] == 4

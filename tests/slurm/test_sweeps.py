@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from benchmark.slurm import mini
-from benchmark.slurm.sweeps import SWEEPS, TABLE_NUMBERS, estimate_hours, load_bench, plan
+from benchmark.slurm.sweeps import FIG6_EPOCHS, FIG6_TRAIN_EPOCHS, SWEEPS, TABLE_NUMBERS, estimate_hours, load_bench, plan
 
 from benchmark.cli import main
 from benchmark.tables import TABLES, compute
@@ -98,7 +98,8 @@ def test_paper_sweep_is_the_union_with_shared_runs_once(tmp_path):
     default = next(p for p in union if "T5 DREAM" in p["labels"])  # the ablation default serves many rows
     assert {"T4 WM", "T6 64 NFE: DREAM (K=1)", "T17 1", "F6 sigma=0.45", "F7 DREAM"} <= set(default["labels"])
     assert default["sample"] and default["cfg"].train.snapshot_every > 0
-    assert {"lp/synthetic@1", "zeroshot/synthetic", "fid/synthetic"} <= set(default["cfg"].tasks)
+    first = FIG6_EPOCHS[0] * default["cfg"].train.epochs // FIG6_TRAIN_EPOCHS  # epoch 12 of 48, scaled to the preset
+    assert {f"lp/synthetic@{first:g}", "zeroshot/synthetic", "fid/synthetic"} <= set(default["cfg"].tasks)
 
 
 def _distinct(points):

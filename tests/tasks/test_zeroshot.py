@@ -68,7 +68,7 @@ def test_ratio_zero_is_the_unmasked_clip_path(small):
     from benchmark.data.synthetic import SyntheticShapes
 
     comps, cfg = small
-    imgs = SyntheticShapes(20, seed=5, image_size=32).images
+    imgs = SyntheticShapes(20, seed=5, image_size=cfg.model.image_size).images
     ours = masked_embeddings(comps, imgs, 0.0, 0, 8)
     with torch.no_grad():
         ref = comps.objective.clip.embed_image(extract_features(comps, imgs, cfg.objective.clip_pool))
