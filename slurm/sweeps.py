@@ -27,8 +27,9 @@ SWEEPS = (*(f"table{n}" for n in TABLE_NUMBERS), "fig4", "fig6", "fig7", "paper"
 MINI_TABLES = (2, 4, 5)
 MINI_SEEDS = 3
 MINI_STEPS = 1200  # a quarter of the tiny default's 4,800 steps (batch 16); wall time on 2 cores in the README
-# S = 4 decoding steps for the tiny preset's 16 tokens: the paper's S/L = 64/256 (Table 6: K = 1 at S and 2S, SAD at 2S)
-MINI_SETS = {"train.threads": 1, "eval.gen_samples": 128, "eval.sad_bench_prompts": 64, "eval.sample_steps": 4,
+# S = 16 decoding steps: the smallest S at which Table 6's K = 17 SAD row has a whole select step (17T + S - T = 2S,
+# T = 1); the paper's S/L = 64/256 would be S = 4 for the tiny preset's 16 tokens, where K = 5, 9, 17 have none.
+MINI_SETS = {"train.threads": 1, "eval.gen_samples": 128, "eval.sad_bench_prompts": 64, "eval.sample_steps": 16,
              "eval.samples": 0}
 # GPU-hour estimate without a `bench train` measurement: 6 x trained parameters x tokens FLOPs per image (forward
 # + backward; the diffusion head once per noise copy), at an assumed MFU of a given peak (H100 SXM dense bf16).
