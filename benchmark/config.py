@@ -198,8 +198,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Batch 16: in the same images, 4x the updates of batch 64 are what makes the samples show objects (issue 15).
     # 16 px (16 tokens of 4x4 px), not 32 (64 tokens): a step is 2.1x cheaper, so 4,800 steps fit the 2,400 of 32 px's
     # wall time, and the model binds both axes of position instead of one (32 px ignored "left"/"right" and smeared
-    # each object over its row). lr 5e-4 (blr 8e-3), half 32 px's: lp +26 instead of +11 points over the untrained
-    # encoder, agreement 54 % instead of 58 % (README, "Objects in the embedded default's samples").
+    # each object over its row). lr 5e-4 (blr 8e-3), half 32 px's: in one-thread runs at 16 px, lp +26 instead of +11
+    # points over the untrained encoder, agreement 53.5 % instead of 58.2 % (README, "Objects in the embedded ...").
     "tiny": {
         "model.tokenizer": "pixel", "model.image_size": 16, "model.patch_size": 4,
         "model.width": 128, "model.depth": 8, "model.heads": 4, "model.buffer_tokens": 16,
